@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     p.add_argument("--alpha", type=float, default=10.0)
     p.add_argument("--lambda_", type=float, default=1.0)
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=9)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -118,9 +118,6 @@ def main(argv=None) -> dict:
         n_target = sum(p.numel() for p in target_parameters(model, target).values())
         model_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         cache_dir = tempfile.mkdtemp(prefix=f"ssd_bench_{target}_")
-        fb = [
-            fb_pass(copy.deepcopy(model), tok, forget, args.ssd_batch_size, args.max_length) for _ in range(args.reps)
-        ]
 
         def request(cache: bool, model=model, target=target, cache_dir=cache_dir, **kw):
             m = copy.deepcopy(model)
@@ -133,7 +130,11 @@ def main(argv=None) -> dict:
             return m, res, cost.seconds, cost.peak_mib - rss0
 
         first_m, first, first_s, first_mem = request(True)  # fills the cache
-        cached = [request(True) for _ in range(args.reps)]
+        # The baseline and the cached request alternate, so machine noise drifts hit both alike.
+        fb, cached = [], []
+        for _ in range(args.reps):
+            fb.append(fb_pass(copy.deepcopy(model), tok, forget, args.ssd_batch_size, args.max_length))
+            cached.append(request(True))
         uncached = [request(False) for _ in range(min(args.reps, 2))]
         if target == "adapter":  # the cheap hash scope for a frozen base: only the adapter tensors are hashed
             cached_t = [request(True, cache_hash="targeted") for _ in range(args.reps + 1)][1:]  # first fills it
@@ -228,7 +229,8 @@ def markdown(r: dict) -> str:
         f"(full weights for target=full, LoRA r 8 for target=adapter). SSD alpha {s['alpha']:g}, lambda "
         f"{s['lambda_']:g}, importance batch size {s['ssd_batch_size']}; CPU, {s['threads']} thread(s); medians of "
         f"{s['reps']} cached requests (2 uncached), each on a fresh copy of the model. `fb_forget` = one "
-        "forward+backward pass over the forget set in the same run. A request is a whole `hf_unlearn.unlearn(...)` "
+        "forward+backward pass over the forget set (pre-tokenized), alternated with the cached requests in the same "
+        "run. A request is a whole `hf_unlearn.unlearn(...)` "
         "call (tokenization, weights hash, cache read, I_F pass, dampening).",
         "",
         "| measure | target=full | target=adapter |",

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from hf_unlearn.config import UnlearnConfig
-from hf_unlearn.data import UID, exclude_uids, load_examples, resolve_examples
+from hf_unlearn.data import UID, column, exclude_uids, load_examples, resolve_examples
 from hf_unlearn.models import check_causal_lm, load_model
 from hf_unlearn.registry import get_method
 from hf_unlearn.result import UnlearnResult
@@ -107,7 +107,7 @@ def unlearn(
         forget_ds = load_examples({UID: [str(u) for u in forget]})
     else:
         forget_ds = resolve_examples(forget, train_dataset, split=forget_split)
-    forget_uids = list(forget_ds[UID])
+    forget_uids = column(forget_ds, UID)
     if retain is not None:
         retain_ds = resolve_examples(retain, train_dataset, split=retain_split)
     elif train_dataset is not None:
@@ -115,7 +115,7 @@ def unlearn(
     else:
         retain_ds = None
     if retain_ds is not None:
-        overlap = set(forget_uids) & set(retain_ds[UID])
+        overlap = set(forget_uids) & set(column(retain_ds, UID))
         if overlap:
             logger.warning("removing %d forget uid(s) from the retain set, e.g. %s", len(overlap), sorted(overlap)[:3])
             retain_ds = exclude_uids(retain_ds, overlap)

@@ -10,13 +10,16 @@ from hf_unlearn.data import (
     PairedCollator,
     PairedDataset,
     collator_for,
+    column,
     content_uid,
+    encode_examples,
     encode_qa,
     exclude_uids,
     load_examples,
     resolve_examples,
     select_examples,
     select_uids,
+    tokenize_any,
     tokenize_qa,
     tokenize_text,
 )
@@ -151,6 +154,28 @@ def test_tokenize_qa_missing_column(tok, qa_rows):
         tokenize_qa(Dataset.from_list([{"uid": "a", "question": "q"}]), tok)
     out = tokenize_qa(load_examples(qa_rows[:3]), tok)
     assert set(out.column_names) == {"uid", "input_ids", "attention_mask", "labels"}
+
+
+@pytest.mark.parametrize("kind", ["qa", "text", "pretokenized"])
+def test_encode_examples_equals_tokenize_any(tok, qa_rows, kind):
+    ds = load_examples(qa_rows[:5])
+    if kind == "text":
+        ds = load_examples([{"uid": r["uid"], "text": r["question"] + " " + r["answer"]} for r in qa_rows[:5]])
+    mapped = tokenize_any(ds, tok, max_length=12)
+    if kind == "pretokenized":
+        ds = mapped
+    rows = encode_examples(ds.select([4, 0, 2]), tok, max_length=12)
+    want = mapped.select([4, 0, 2])
+    assert [r["uid"] for r in rows] == column(want, "uid")
+    for key in ("input_ids", "attention_mask", "labels"):
+        assert [r[key] for r in rows] == column(want, key)
+    with pytest.raises(KeyError, match="cannot tell how to tokenize"):
+        encode_examples(Dataset.from_list([{"uid": "a", "body": "x"}]), tok)
+
+
+def test_column_reads_through_index_mappings(qa_rows):
+    ds = load_examples(qa_rows[:6]).shuffle(seed=1).select([5, 1, 3])
+    assert column(ds, "uid") == [ds[i]["uid"] for i in range(3)]
 
 
 def test_text_tokenization_labels_every_token(tok):

@@ -2,6 +2,7 @@
 
 from hf_unlearn.data.loading import (
     UID,
+    column,
     content_uid,
     ensure_uids,
     exclude_uids,
@@ -16,6 +17,7 @@ from hf_unlearn.data.tokenization import (
     PairedDataset,
     UnlearnCollator,
     collator_for,
+    encode_examples,
     encode_qa,
     format_prompt,
     tokenize_any,
@@ -26,6 +28,7 @@ from hf_unlearn.data.tokenization import (
 __all__ = [
     "UID",
     "IGNORE_INDEX",
+    "column",
     "content_uid",
     "ensure_uids",
     "exclude_uids",
@@ -37,6 +40,7 @@ __all__ = [
     "PairedDataset",
     "UnlearnCollator",
     "collator_for",
+    "encode_examples",
     "encode_qa",
     "format_prompt",
     "tokenize_any",

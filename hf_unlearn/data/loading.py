@@ -28,6 +28,20 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 UID = "uid"
+
+
+def column(ds: Dataset, name: str) -> list[Any]:
+    """One column of ``ds`` as a Python list, read in one Arrow call.
+
+    ``datasets`` 4+ returns a lazy ``Column`` for ``ds[name]`` whose iteration formats one row at a time (about 20 us
+    a row); slicing it reads the whole column at once. Honours ``select``/``shuffle`` index mappings.
+
+    >>> column(Dataset.from_dict({"uid": ["a", "b", "c"]}).select([2, 0]), "uid")
+    ['c', 'a']
+    """
+    return list(ds[name][:])
+
+
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
 
@@ -57,7 +71,7 @@ def ensure_uids(ds: Dataset, uid_column: str = UID) -> Dataset:
         ds = ds.map(lambda ex: {UID: content_uid(dict(ex))}, desc="adding uids")
     elif ds.features[UID].dtype != "string":
         ds = ds.cast_column(UID, datasets.Value("string"))
-    counts = Counter(ds[UID])
+    counts = Counter(column(ds, UID))
     dups = [u for u, c in counts.items() if c > 1]
     if dups:
         raise ValueError(
@@ -159,7 +173,7 @@ def select_uids(ds: Dataset, uids: Iterable[str]) -> Dataset:
     wanted = [str(u) for u in uids]
     if not wanted:
         raise ValueError("empty list of uids: name at least one example to select")
-    index = {u: i for i, u in enumerate(ds[UID])}
+    index = {u: i for i, u in enumerate(column(ds, UID))}
     unknown = [u for u in wanted if u not in index]
     if unknown:
         raise KeyError(f"{len(unknown)} unknown uid(s), e.g. {unknown[:5]}; they are not in the training dataset")
@@ -170,7 +184,7 @@ def select_uids(ds: Dataset, uids: Iterable[str]) -> Dataset:
 def exclude_uids(ds: Dataset, uids: Iterable[str]) -> Dataset:
     """The rows of ``ds`` whose uid is NOT in ``uids``."""
     drop = {str(u) for u in uids}
-    keep = [i for i, u in enumerate(ds[UID]) if u not in drop]
+    keep = [i for i, u in enumerate(column(ds, UID)) if u not in drop]
     return ds.select(keep)
 
 

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -130,12 +131,33 @@ def tokenize_qa(
         if key not in ds.column_names:
             raise KeyError(f"column {key!r} not found; the dataset has columns {ds.column_names}")
     remove = [c for c in ds.column_names if c not in keep_columns]
+    _map = _qa_encoder(tokenizer, max_length, template, question_key, answer_key)
+    with _quiet_for(ds):
+        return ds.map(_map, remove_columns=remove, desc="tokenizing QA")
 
+
+def _qa_encoder(
+    tokenizer: Any, max_length: int, template: str, question_key: str = "question", answer_key: str = "answer"
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def _map(ex: dict[str, Any]) -> dict[str, Any]:
         return encode_qa(tokenizer, ex[question_key], ex[answer_key], max_length=max_length, template=template)
 
-    with _quiet_for(ds):
-        return ds.map(_map, remove_columns=remove, desc="tokenizing QA")
+    return _map
+
+
+def _text_encoder(
+    tokenizer: Any, max_length: int, text_key: str = "text", add_eos: bool = True
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def _map(ex: dict[str, Any]) -> dict[str, Any]:
+        ids = tokenizer(ex[text_key], add_special_tokens=True)["input_ids"]
+        if add_eos and tokenizer.eos_token_id is not None:
+            ids = ids + [tokenizer.eos_token_id]
+        ids = ids[:max_length]
+        if not ids:
+            raise ValueError(f"text of example {ex.get(UID)!r} tokenizes to nothing")
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
+
+    return _map
 
 
 def tokenize_text(
@@ -151,16 +173,7 @@ def tokenize_text(
     if text_key not in ds.column_names:
         raise KeyError(f"column {text_key!r} not found; the dataset has columns {ds.column_names}")
     remove = [c for c in ds.column_names if c not in keep_columns]
-
-    def _map(ex: dict[str, Any]) -> dict[str, Any]:
-        ids = tokenizer(ex[text_key], add_special_tokens=True)["input_ids"]
-        if add_eos and tokenizer.eos_token_id is not None:
-            ids = ids + [tokenizer.eos_token_id]
-        ids = ids[:max_length]
-        if not ids:
-            raise ValueError(f"text of example {ex.get(UID)!r} tokenizes to nothing")
-        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
-
+    _map = _text_encoder(tokenizer, max_length, text_key, add_eos)
     with _quiet_for(ds):
         return ds.map(_map, remove_columns=remove, desc="tokenizing text")
 
@@ -181,6 +194,34 @@ def tokenize_any(ds: Dataset, tokenizer: Any, *, max_length: int = 128, template
         f"cannot tell how to tokenize a dataset with columns {ds.column_names}: expected question/answer, text, "
         "or pre-tokenized input_ids/labels"
     )
+
+
+def encode_examples(
+    ds: Dataset, tokenizer: Any, *, max_length: int = 128, template: str = "plain"
+) -> list[dict[str, Any]]:
+    """:func:`tokenize_any` into a list of example dicts (``input_ids``, ``attention_mask``, ``labels``, ``uid``),
+    without ``Dataset.map``.
+
+    The tokens are the same as :func:`tokenize_any`'s. Use it for request-sized sets (a forget set), where
+    ``map``'s fixed cost (fingerprinting, writing an Arrow table) would exceed the tokenization itself.
+
+    Raises:
+        KeyError: as :func:`tokenize_any`.
+    """
+    cols = set(ds.column_names)
+    keep = [c for c in ("input_ids", "attention_mask", "labels", UID) if c in cols]
+    if {"input_ids", "labels"} <= cols:
+        return ds.select_columns(keep).to_list()
+    if {"question", "answer"} <= cols:
+        fn = _qa_encoder(tokenizer, max_length, template)
+        rows = ds.select_columns(["question", "answer"] + ([UID] if UID in cols else [])).to_list()
+    elif "text" in cols:
+        fn = _text_encoder(tokenizer, max_length)
+        rows = ds.select_columns(["text"] + ([UID] if UID in cols else [])).to_list()
+    else:
+        tokenize_any(ds, tokenizer, max_length=max_length, template=template)  # raises its KeyError
+        raise AssertionError("unreachable")
+    return [{**fn(r), **({UID: r[UID]} if UID in r else {})} for r in rows]
 
 
 @dataclass
