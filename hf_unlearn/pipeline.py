@@ -17,13 +17,21 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 logger = logging.getLogger("hf_unlearn")
+
+
+def paired_splits(forget_split: str) -> tuple[str, str]:
+    """The retain and holdout splits that go with a forget split: ``"forget05"`` -> ``("retain95", "holdout05")``."""
+    pct = forget_split[len("forget") :]
+    if not forget_split.startswith("forget") or not pct.isdigit() or not 0 < int(pct) < 100:
+        raise ValueError(f"not a forget split name (forgetNN, 0 < NN < 100): {forget_split!r}")
+    return f"retain{100 - int(pct)}", f"holdout{pct}"
 
 
 @dataclass
@@ -53,11 +61,11 @@ class Setting:
 
     @property
     def retain_split(self) -> str:
-        return "retain" + str(100 - int(self.forget_split[-2:]))
+        return paired_splits(self.forget_split)[0]
 
     @property
     def holdout_split(self) -> str:
-        return "holdout" + self.forget_split[-2:]
+        return paired_splits(self.forget_split)[1]
 
 
 SETTINGS: dict[str, Setting] = {
@@ -107,18 +115,42 @@ class Context:
     recorders: dict[str, list[Any]] = field(default_factory=dict)
     finetune_kwargs: dict[str, Any] = field(default_factory=dict)
     workdir: Path | None = None
+    split: str | None = None  # the forget split being served (default: the setting's)
+    golds: dict[str, Any] = field(default_factory=dict)  # forget split -> gold FinetuneResult
+    cache: dict[str, Any] = field(default_factory=dict)  # what runners reuse across splits (e.g. a trained S3T)
+
+    @property
+    def forget_split(self) -> str:
+        return self.split or self.setting.forget_split
 
     @property
     def forget(self):
-        return self.bench[self.setting.forget_split]
+        return self.bench[self.forget_split]
 
     @property
     def retain(self):
-        return self.bench[self.setting.retain_split]
+        return self.bench[paired_splits(self.forget_split)[0]]
 
     @property
     def holdout(self):
-        return self.bench[self.setting.holdout_split]
+        return self.bench[paired_splits(self.forget_split)[1]]
+
+    def use_split(self, split: str) -> None:
+        """Serve ``split`` from now on: ``forget``/``retain``/``holdout`` follow it, and ``gold`` is the model
+        fine-tuned on its retain split (fine-tuned here on first use, with the target's recipe)."""
+        from hf_unlearn.training import finetune
+
+        paired_splits(split)
+        if split not in self.bench:
+            raise ValueError(f"unknown forget split {split!r}; the benchmark has {sorted(self.bench)}")
+        self.split = split
+        if split not in self.golds:
+            logger.info("fine-tuning the gold model for %s on %d examples", split, len(self.retain))
+            self.golds[split] = finetune(
+                copy.deepcopy(self.base_model), self.tokenizer, self.retain, **self.finetune_kwargs
+            )
+        self.gold_ft = self.golds[split]
+        self.gold = self.gold_ft.model
 
     def path(self, name: str) -> str:
         """A folder for a method's artefacts (recordings, caches) under the run's work dir."""
@@ -249,6 +281,12 @@ def _s3t_runner() -> MethodRunner:
         import hf_unlearn
         from hf_unlearn.methods.s3t import S3TConfig, S3TModel
 
+        if "s3t" in ctx.cache:  # one trained system serves every forget split (each deletion on its own copy)
+            trained, train_seconds = ctx.cache["s3t"]
+            res = hf_unlearn.unlearn(copy.deepcopy(trained), list(ctx.forget["uid"]), method="s3t")
+            res.timings["s3t_training"] = train_seconds
+            res.details["s3t_training_seconds"] = train_seconds
+            return res
         s = ctx.setting
         cfg = S3TConfig(
             **{
@@ -264,6 +302,7 @@ def _s3t_runner() -> MethodRunner:
         t0 = time.perf_counter()
         model = S3TModel.train(copy.deepcopy(ctx.base_model), ctx.tokenizer, ctx.bench["full"], cfg)
         train_seconds = time.perf_counter() - t0
+        ctx.cache["s3t"] = (copy.deepcopy(model), train_seconds)
         res = hf_unlearn.unlearn(model, list(ctx.forget["uid"]), method="s3t")
         res.timings["s3t_training"] = train_seconds
         res.details["s3t_training_seconds"] = train_seconds
@@ -408,9 +447,7 @@ def prepare(
         ctx.plain_ft = finetune(copy.deepcopy(base), tok, bench["full"], **ft_kwargs)
     else:
         ctx.plain_ft = ctx.target_ft
-    logger.info("fine-tuning the gold model on %s", s.retain_split)
-    ctx.gold_ft = finetune(copy.deepcopy(base), tok, bench[s.retain_split], **ft_kwargs)
-    ctx.gold = ctx.gold_ft.model
+    ctx.use_split(s.forget_split)  # fine-tunes the gold model on the matching retain split
     return ctx
 
 
@@ -430,8 +467,12 @@ def run_protocol(
     progress: bool = True,
     evaluate: bool = False,
     price_recording: bool = False,
+    forget_splits: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the whole protocol and return (and optionally write) a JSON-able report.
+
+    The target is fine-tuned once; each forget split then gets its gold model (fine-tuned on the matching retain
+    split), every method's unlearning run, and (with ``evaluate``) the full suite.
 
     Args:
         setting: a name from :data:`SETTINGS` or a :class:`Setting`.
@@ -439,61 +480,92 @@ def run_protocol(
         out_dir: where to write ``<setting>.json`` and ``<setting>.md``.
         progress: show progress bars.
         evaluate: run the full TOFU-style evaluation suite (needs ``hf_unlearn.evaluation``).
+        price_recording: also fine-tune the target recipe without recorders, to price their overhead.
+        forget_splits: e.g. ``["forget01", "forget05", "forget10"]`` (default: the setting's ``forget_split``).
+
+    Returns:
+        ``{"setting", "finetune", "splits": {split: {"rows", "details"[, "evaluation"]}}, "total_seconds"}``, with
+        the first split's ``rows`` / ``details`` / ``evaluation`` also at the top level.
     """
     from tqdm.auto import tqdm
 
     s = SETTINGS[setting] if isinstance(setting, str) else setting
     runners = builtin_runners()
     methods = methods or sorted(runners)
+    splits = list(forget_splits or [s.forget_split])
+    for x in splits:
+        paired_splits(x)
     t0 = time.perf_counter()
-    ctx = prepare(s, methods, Path(out_dir) if out_dir else None, progress, price_recording)
-    rows: dict[str, dict[str, Any]] = {
-        "target": {**nll_row(ctx.target, ctx), "unlearn_seconds": None},
-        "gold (retrain)": {**nll_row(ctx.gold, ctx), "unlearn_seconds": ctx.gold_ft.wall_time},
-    }
-    results: dict[str, Any] = {}
-    for m in tqdm(methods, desc="unlearning", disable=not progress):
-        res = runners[m].run(ctx)
-        try:
-            row = nll_row(res.model, ctx)
-        except RuntimeError as err:  # e.g. an S3T system whose every shard was cut: a result, not a crash
-            logger.warning("%s: the unlearned model cannot serve: %s", m, err)
-            rows[m] = {
-                "forget_nll": float("nan"),
-                "retain_nll": float("nan"),
-                "holdout_nll": float("nan"),
-                "unlearn_seconds": res.timings.get("unlearn"),
-                "error": str(err),
-            }
-            continue
-        results[m] = res
-        rows[m] = {
-            **row,
-            "unlearn_seconds": res.timings.get("unlearn"),
-            "peak_rss_mib": res.memory.get("peak_rss_mib"),
-            "tokens": res.tokens_processed,
+    ctx = prepare(replace(s, forget_split=splits[0]), methods, Path(out_dir) if out_dir else None, progress,
+                  price_recording)  # fmt: skip
+    ctx.setting = s
+    per_split: dict[str, dict[str, Any]] = {}
+    all_results: dict[str, dict[str, Any]] = {}
+    for split in splits:
+        ctx.use_split(split)
+        rows: dict[str, dict[str, Any]] = {
+            "target": {**nll_row(ctx.target, ctx), "unlearn_seconds": None},
+            "gold (retrain)": {**nll_row(ctx.gold, ctx), "unlearn_seconds": ctx.gold_ft.wall_time},
         }
+        results: dict[str, Any] = {}
+        for m in tqdm(methods, desc=f"unlearning {split}", disable=not progress):
+            res = runners[m].run(ctx)
+            try:
+                row = nll_row(res.model, ctx)
+            except RuntimeError as err:  # e.g. an S3T system whose every shard was cut: a result, not a crash
+                logger.warning("%s: the unlearned model cannot serve: %s", m, err)
+                rows[m] = {
+                    "forget_nll": float("nan"),
+                    "retain_nll": float("nan"),
+                    "holdout_nll": float("nan"),
+                    "unlearn_seconds": res.timings.get("unlearn"),
+                    "error": str(err),
+                }
+                continue
+            results[m] = res
+            rows[m] = {
+                **row,
+                "unlearn_seconds": res.timings.get("unlearn"),
+                "peak_rss_mib": res.memory.get("peak_rss_mib"),
+                "tokens": res.tokens_processed,
+            }
+        entry: dict[str, Any] = {
+            "n_forget": len(ctx.forget),
+            "n_retain": len(ctx.retain),
+            "rows": rows,
+            "details": {m: _short(r.details) for m, r in results.items()},
+        }
+        if evaluate:
+            entry["evaluation"] = _evaluate_all(ctx, results)
+        per_split[split] = entry
+        all_results[split] = results
+    first = per_split[splits[0]]
     report = {
         "setting": asdict(s),
+        "forget_splits": splits,
         "finetune": {
             "target_seconds": ctx.target_ft.wall_time,
             "plain_seconds": ctx.plain_ft.wall_time,
-            "gold_seconds": ctx.gold_ft.wall_time,
+            "gold_seconds": ctx.golds[splits[0]].wall_time,
+            "gold_seconds_per_split": {x: ctx.golds[x].wall_time for x in splits},
             "target_train_loss": ctx.target_ft.train_loss,
+            "n_full": len(ctx.bench["full"]),
         },
-        "rows": rows,
-        "details": {m: _short(r.details) for m, r in results.items()},
+        "rows": first["rows"],
+        "details": first["details"],
+        "splits": per_split,
         "total_seconds": time.perf_counter() - t0,
     }
     if evaluate:
-        report["evaluation"] = _evaluate_all(ctx, results)
+        report["evaluation"] = first["evaluation"]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{s.name}.json").write_text(json.dumps(report, indent=2, default=str))
         (out / f"{s.name}.md").write_text(markdown_table(report))
     report["_context"] = ctx
-    report["_results"] = results
+    report["_results"] = all_results[splits[0]]
+    report["_results_per_split"] = all_results
     return report
 
 
@@ -505,10 +577,11 @@ def _evaluate_all(ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
     from hf_unlearn.evaluation import evaluate_unlearning
 
     s = ctx.setting
+    retain_split, holdout_split = paired_splits(ctx.forget_split)
     kw = dict(
-        forget_split=s.forget_split,
-        retain_split=s.retain_split,
-        holdout_split=s.holdout_split,
+        forget_split=ctx.forget_split,
+        retain_split=retain_split,
+        holdout_split=holdout_split,
         max_length=s.max_length,
         max_new_tokens=s.eval_max_new_tokens,
         batch_size=32,

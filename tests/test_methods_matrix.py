@@ -1,22 +1,37 @@
-"""Every registered method, end to end on the embedded benchmark (the protocol of shared/BENCHMARK.md).
+"""Every registered method, end to end on the embedded benchmark, through the benchmark harness.
 
-The matrix is parametrised over ``hf_unlearn.list_methods()``: a newly registered method without a benchmark
-runner fails here. One protocol run (tiny ``test`` setting) is shared by every case.
+``benchmarks/run.py`` (the protocol of shared/BENCHMARK.md plus the cost accounting) runs once on the tiny ``test``
+setting with two forget splits; every case reads its outputs. The matrix is parametrised over
+``hf_unlearn.list_methods()``: a newly registered method without a benchmark runner fails here.
 """
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 
 import hf_unlearn
-from hf_unlearn.pipeline import builtin_runners, run_protocol
+from hf_unlearn.pipeline import builtin_runners, paired_splits
 
 METHODS = hf_unlearn.list_methods()
+SPLITS = ["forget05", "forget10"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="module")
-def report():
-    return run_protocol("test", methods=METHODS, progress=False, evaluate=True)
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    assert _harness().main(["--setting", "test", "--splits", ",".join(SPLITS), "--out", str(out)]) == 0
+    return json.loads((out / "protocol.json").read_text()), out
 
 
 def test_every_registered_method_has_a_benchmark_runner():
@@ -24,9 +39,10 @@ def test_every_registered_method_has_a_benchmark_runner():
     assert not missing, f"registered methods without a pipeline runner: {sorted(missing)}"
 
 
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("method", METHODS)
-def test_method_row_is_finite_and_forgets(report, method):
-    rows = report["rows"]
+def test_method_row_is_finite_and_forgets(run, method, split):
+    rows = run[0]["splits"][split]["rows"]
     row = rows[method]
     for key in ("forget_nll", "retain_nll", "holdout_nll", "unlearn_seconds"):
         assert math.isfinite(row[key]), (method, key, row[key])
@@ -34,19 +50,48 @@ def test_method_row_is_finite_and_forgets(report, method):
     assert row["forget_nll"] > rows["target"]["forget_nll"], (method, row, rows["target"])
 
 
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("method", METHODS)
-def test_method_evaluation_is_complete(report, method):
-    ev = report["evaluation"][method]
+def test_method_evaluation_is_complete(run, method, split):
+    ev = run[0]["splits"][split]["evaluation"][method]
     assert 0.0 <= ev["forget_quality"] <= 1.0
     assert 0.0 <= ev["model_utility"] <= 1.0
     for attack, vals in ev["mia"].items():
         assert 0.0 <= vals["auc"] <= 1.0, (method, attack)
         assert vals["privleak"] is None or math.isfinite(vals["privleak"]), (method, attack)
+    cost = run[0]["costs"]["splits"][split]["methods"][method]
+    assert cost["seconds"] > 0 and math.isfinite(cost["vs_retrain"]) and math.isfinite(cost["vs_forward_backward"])
 
 
-def test_gold_and_target_references(report):
-    ev = report["evaluation"]
-    # the target memorised the forget set: its forget-set NLL is below the gold model's, which never saw it
-    assert report["rows"]["target"]["forget_nll"] < report["rows"]["gold (retrain)"]["forget_nll"]
-    assert ev["gold"]["forget_quality"] is None  # the reference itself is evaluated without one
-    assert ev["target"]["forget_quality"] is not None
+def test_each_split_has_its_own_gold_model_and_data(run):
+    report, _ = run
+    n_full = report["finetune"]["n_full"]
+    for split in SPLITS:
+        entry = report["splits"][split]
+        assert entry["n_forget"] + entry["n_retain"] == n_full
+        assert report["finetune"]["gold_seconds_per_split"][split] > 0
+        ev = entry["evaluation"]
+        # the target memorised the forget set: its forget-set NLL is below the gold model's, which never saw it
+        assert entry["rows"]["target"]["forget_nll"] < entry["rows"]["gold (retrain)"]["forget_nll"]
+        assert ev["gold"]["forget_quality"] is None  # the reference itself is evaluated without one
+        assert ev["target"]["forget_quality"] is not None
+    assert paired_splits("forget05") == ("retain95", "holdout05")
+    with pytest.raises(ValueError, match="not a forget split"):
+        paired_splits("retain90")
+
+
+def test_costs_and_artefacts(run):
+    report, out = run
+    costs = report["costs"]
+    assert math.isfinite(costs["recording_overhead"]) and costs["recording_overhead"] > 0
+    # methods that record at training time report what they stored
+    for m in ("embedding_ga", "partial_amnesiac", "rum"):
+        assert costs["recorded_bytes"][m] > 0, m
+    # one S3T system, trained ahead of time, serves every split
+    trained = {costs["splits"][s]["methods"]["s3t"]["training_s"] for s in SPLITS}
+    assert len(trained) == 1
+    for name in ("costs.png", "scaling_forget.png", "costs.md", "report.md", "protocol.md"):
+        assert (out / name).stat().st_size > 0, name
+    for split in SPLITS:
+        assert (out / "eval" / split / "report.png").stat().st_size > 0
+        assert split in (out / "costs.md").read_text()
