@@ -27,8 +27,10 @@ test: install
 lint: install
 	$(BIN)/ruff check hf_unlearn tests benchmarks recipes
 
+# Regenerates benchmarks/results/cpu-tiny/ (BENCHMARKS.md reads it): about an hour on 2 CPU cores.
 bench: install
-	$(BIN)/python benchmarks/run.py --setting cpu-tiny
+	$(BIN)/python benchmarks/run.py --setting cpu-tiny --threads 1
+	$(BIN)/python benchmarks/scaling.py --setting cpu-tiny --threads 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

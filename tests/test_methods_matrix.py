@@ -95,3 +95,20 @@ def test_costs_and_artefacts(run):
     for split in SPLITS:
         assert (out / "eval" / split / "report.png").stat().st_size > 0
         assert split in (out / "costs.md").read_text()
+
+
+def test_scaling_against_training_set_size(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_scaling", ROOT / "benchmarks" / "scaling.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = ["--setting", "test", "--sizes", "5,8", "--methods", "grad_ascent,s3t", "--epochs", "2"]
+    result = mod.main([*args, "--out", str(tmp_path)])
+    small, large = result["points"]
+    assert small["n_full"] < large["n_full"] and small["n_forget"] == large["n_forget"]  # F fixed, D grows
+    assert large["retrain_s"] > 0 and set(large["methods"]) == {"grad_ascent", "s3t"}
+    for p in result["points"]:
+        for m in p["methods"].values():
+            assert m["seconds"] > 0 and math.isfinite(m["vs_retrain"])
+    assert "training_s" in large["methods"]["s3t"]
+    assert (tmp_path / "scaling_train.png").stat().st_size > 0
+    assert "D = " in (tmp_path / "scaling_train.md").read_text()
