@@ -1,7 +1,9 @@
 """Shared test set-up: offline Hugging Face stack, temp HF_HOME, small deterministic fixtures."""
 
+import importlib.util
 import os
 import tempfile
+from pathlib import Path
 
 # Must be set before transformers / datasets / evaluate are imported anywhere.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -15,6 +17,25 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest, and avoids oversubscription
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def script():
+    """Load a repository script (``"recipes/run.py"``, ``"benchmarks/run.py"``, ...) as a module, by path.
+
+    By path, under a name made from it: several scripts are called ``run.py``, so a plain import could mix them up.
+    """
+
+    def load(relpath: str):
+        name = "script_" + relpath.replace("/", "_").removesuffix(".py")
+        spec = importlib.util.spec_from_file_location(name, REPO / relpath)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
 
 
 def _qa_rows(n: int = 24) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -21,13 +20,6 @@ from hf_unlearn.ledger import Ledger, apply_request
 from hf_unlearn.utils.hashing import uids_digest, weights_hash
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_regenerate():
-    spec = importlib.util.spec_from_file_location("regenerate_cards", REPO / "model_cards" / "regenerate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +200,8 @@ def test_push_dry_run_lists_exactly_the_folder_and_offline_fails_fast(saved, tmp
 
 
 @pytest.mark.parametrize("method", hf_unlearn.list_methods())
-def test_golden_model_card(method):
-    regen = _load_regenerate()
+def test_golden_model_card(method, script):
+    regen = script("model_cards/regenerate.py")
     golden = REPO / "model_cards" / f"{method}.md"
     if not golden.exists():
         pytest.fail(f"registered method {method!r} has no golden card: run `python model_cards/regenerate.py`")

@@ -5,10 +5,8 @@ setting with two forget splits; every case reads its outputs. The matrix is para
 ``hf_unlearn.list_methods()``: a newly registered method without a benchmark runner fails here.
 """
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -17,20 +15,13 @@ from hf_unlearn.pipeline import builtin_runners, paired_splits
 
 METHODS = hf_unlearn.list_methods()
 SPLITS = ["forget05", "forget10"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _harness():
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, script):
     out = tmp_path_factory.mktemp("bench")
-    assert _harness().main(["--setting", "test", "--splits", ",".join(SPLITS), "--out", str(out)]) == 0
+    harness = script("benchmarks/run.py")
+    assert harness.main(["--setting", "test", "--splits", ",".join(SPLITS), "--out", str(out)]) == 0
     return json.loads((out / "protocol.json").read_text()), out
 
 
@@ -97,10 +88,8 @@ def test_costs_and_artefacts(run):
         assert split in (out / "costs.md").read_text()
 
 
-def test_scaling_against_training_set_size(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_scaling", ROOT / "benchmarks" / "scaling.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_scaling_against_training_set_size(tmp_path, script):
+    mod = script("benchmarks/scaling.py")
     args = ["--setting", "test", "--sizes", "5,8", "--methods", "grad_ascent,s3t", "--epochs", "2"]
     result = mod.main([*args, "--out", str(tmp_path)])
     small, large = result["points"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,15 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 
 
-def _run_module():
-    spec = importlib.util.spec_from_file_location("recipes_run", RECIPES / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_recipe_loading_overrides_and_errors(tmp_path):
-    run = _run_module()
+def test_recipe_loading_overrides_and_errors(tmp_path, script):
+    run = script("recipes/run.py")
     cfg = tmp_path / "r.yaml"
     cfg.write_text(yaml.safe_dump({"method": "npo", "finetune": {"batch_size": 8}, "method_config": {"beta": 0.1}}))
     r = run.load_recipe(cfg, ["--method_config.beta", "0.5", "--finetune.learning_rate=1e-4", "--output_dir", "x"])
@@ -53,8 +45,8 @@ def test_recipe_loading_overrides_and_errors(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((RECIPES / "baselines").glob("*.yaml")), ids=lambda p: p.stem)
-def test_shipped_baseline_recipes_load(path):
-    run = _run_module()
+def test_shipped_baseline_recipes_load(path, script):
+    run = script("recipes/run.py")
     r = run.load_recipe(path)
     assert r["method"] in hf_unlearn.list_methods()
     spec = hf_unlearn.get_method(r["method"])
