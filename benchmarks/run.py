@@ -6,19 +6,19 @@
 
 The target is fine-tuned once on ``full`` with every recorder attached; each forget split (forget01/05/10 by default)
 gets its gold model (fine-tuned on the matching retain split) and every method's unlearning run, then the full
-TOFU-style suite. Writes into benchmarks/results/<setting>/:
+TOFU-style suite. Writes into benchmarks/results/ (``--out``):
 
-    protocol.json            everything: NLL rows, timings, per-method details, the evaluation, the costs
-    protocol.md              NLL / time rows per forget split
-    report.md                the full suite per forget split (forget quality, model utility, ROUGE, MIA, ...)
-    eval/<split>/            one JSON per model, report.md and report.png (forget quality vs model utility)
-    costs.md, costs.json     per method and split: unlearning wall time relative to retraining and to one
-                             forward+backward pass over the forget set (both measured in this process), peak
-                             memory, tokens processed; training-time recording overhead (tokens/s of the target
-                             fine-tune with the recorders vs the same recipe on a plain Trainer) and the storage
-                             of what was recorded; S3T deletion latency and ahead-of-time training
-    costs.png                unlearning time / retraining time per method and split (log)
-    scaling_forget.png       unlearning wall time vs forget-set size (the three splits)
+    <setting>.json           everything: NLL rows, timings, per-method details, the evaluation (aggregates; per-example
+                             records with --keep-per-item), the costs
+    <setting>.md             per forget split: the full suite (forget quality, model utility, ROUGE, MIA, ...) and
+                             NLL / time rows; then the costs: per method and split, unlearning wall time relative to
+                             retraining and to one forward+backward pass over the forget set (both measured in this
+                             process), peak memory, tokens processed; training-time recording overhead (the target
+                             fine-tune with the recorders vs the same recipe on a plain Trainer) and the storage of
+                             what was recorded; S3T deletion latency and ahead-of-time training
+    <setting>/eval/<split>/  one JSON per model, report.md and report.png (forget quality vs model utility)
+    <setting>/costs.png      unlearning time / retraining time per method and split (log)
+    <setting>/scaling_forget.png   unlearning wall time vs forget-set size (the three splits)
 
 All numbers come from one process, so ratios are comparable even on a noisy machine. Cost against training-set size
 is measured by benchmarks/scaling.py.
@@ -83,42 +83,21 @@ def recorded_bytes(recorder) -> int:
     return len(pickle.dumps({k: dict(v) if isinstance(v, dict) else v for k, v in state.items()}))
 
 
-def cost_tables(report: dict, fb_seconds: dict[str, float], storage: dict[str, int]) -> tuple[str, dict]:
-    """Markdown and JSON of the cost accounting, per forget split."""
+def compute_costs(report: dict, fb_seconds: dict[str, float], storage: dict[str, int]) -> dict:
+    """The cost accounting of a :func:`hf_unlearn.pipeline.run_protocol` report, per forget split."""
     ft = report["finetune"]
-    overhead = ft["target_seconds"] / ft["plain_seconds"] if ft["plain_seconds"] else float("nan")
     out: dict = {
-        "recording_overhead": overhead,
+        "recording_overhead": ft["target_seconds"] / ft["plain_seconds"] if ft["plain_seconds"] else float("nan"),
         "recorded_bytes": storage,
         "target_finetune_s": ft["target_seconds"],
         "plain_finetune_s": ft["plain_seconds"],
         "splits": {},
     }
-    lines = [
-        "# Cost per method",
-        "",
-        f"Target fine-tune with every recorder attached: **{overhead:.2f}x** the wall time of the same recipe on a "
-        f"plain Trainer ({ft['target_seconds']:.1f} s vs {ft['plain_seconds']:.1f} s, {ft['n_full']} examples).",
-        "",
-        "Recorded at training time: "
-        + (", ".join(f"{m} {b / 2**20:.2f} MiB" for m, b in sorted(storage.items())) or "nothing")
-        + ".",
-        "",
-    ]
     for split, entry in report["splits"].items():
         rows = entry["rows"]
         retrain_s = rows["gold (retrain)"]["unlearn_seconds"]
         fb = fb_seconds[split]
         per: dict = {}
-        lines += [
-            f"## {split} ({entry['n_forget']} forget examples, {entry['n_retain']} retain)",
-            "",
-            f"Retraining (the gold fine-tune): {retrain_s:.1f} s. One forward+backward pass over the forget set: "
-            f"{fb * 1e3:.0f} ms.",
-            "",
-            "| method | unlearn (s) | vs retrain | vs 1 fwd+bwd over F | peak RSS (MiB) | tokens |",
-            "|---|---|---|---|---|---|",
-        ]
         for name, r in rows.items():
             t = r.get("unlearn_seconds")
             if t is None or name in REFERENCE_ROWS:
@@ -130,22 +109,52 @@ def cost_tables(report: dict, fb_seconds: dict[str, float], storage: dict[str, i
                 "peak_rss_mib": r.get("peak_rss_mib"),
                 "tokens": r.get("tokens"),
             }
+        s3t = entry["details"].get("s3t") or {}
+        if "s3t_training_seconds" in s3t and "s3t" in per:
+            per["s3t"]["training_s"] = s3t["s3t_training_seconds"]
+        if "delete_seconds" in s3t and "s3t" in per:
+            per["s3t"]["delete_s"] = s3t["delete_seconds"]  # the deletion itself, without the dispatcher
+        out["splits"][split] = {"retrain_s": retrain_s, "forward_backward_s": fb, "methods": per}
+    return out
+
+
+def costs_markdown(report: dict) -> str:
+    costs, ft = report["costs"], report["finetune"]
+    storage = costs["recorded_bytes"]
+    lines = [
+        f"Target fine-tune with every recorder attached: **{costs['recording_overhead']:.2f}x** the wall time of the "
+        f"same recipe on a plain Trainer ({ft['target_seconds']:.1f} s vs {ft['plain_seconds']:.1f} s, "
+        f"{ft['n_full']} examples). Recorded at training time: "
+        + (", ".join(f"{m} {b / 2**20:.2f} MiB" for m, b in sorted(storage.items())) or "nothing")
+        + ".",
+        "",
+    ]
+    for split, c in costs["splits"].items():
+        entry = report["splits"][split]
+        lines += [
+            f"### {split} ({entry['n_forget']} forget examples, {entry['n_retain']} retain)",
+            "",
+            f"Retraining (the gold fine-tune): {c['retrain_s']:.1f} s. One forward+backward pass over the forget set: "
+            f"{c['forward_backward_s'] * 1e3:.0f} ms.",
+            "",
+            "| method | unlearn (s) | vs retrain | vs 1 fwd+bwd over F | peak RSS (MiB) | tokens |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, m in c["methods"].items():
             lines.append(
-                f"| {name} | {t:.3f} | {t / retrain_s:.4f} | {t / fb:.1f} | {r.get('peak_rss_mib')} | "
-                f"{r.get('tokens')} |"
+                f"| {name} | {m['seconds']:.3f} | {m['vs_retrain']:.4f} | {m['vs_forward_backward']:.1f} | "
+                f"{m['peak_rss_mib']} | {m['tokens']} |"
             )
-        s3t = entry["details"].get("s3t")
-        if s3t and "s3t_training_seconds" in s3t:
-            per.setdefault("s3t", {})["training_s"] = s3t["s3t_training_seconds"]
+        if "training_s" in c["methods"].get("s3t", {}):
+            t, d = c["methods"]["s3t"]["training_s"], c["methods"]["s3t"].get("delete_s")
+            latency = f" (the deletion itself: {d * 1e3:.2f} ms; the rest is the dispatcher)" if d is not None else ""
             lines += [
                 "",
-                f"S3T: the deletion above is pure bookkeeping (deactivating adapters); its system was trained ahead "
-                f"of time in {s3t['s3t_training_seconds']:.1f} s ({s3t['s3t_training_seconds'] / retrain_s:.2f}x "
-                "one retraining), once for every request.",
+                f"S3T: the deletion above is bookkeeping (deactivating adapters){latency}; its system was trained "
+                f"ahead of time in {t:.1f} s ({t / c['retrain_s']:.2f}x one retraining), once for every request.",
             ]
         lines.append("")
-        out["splits"][split] = {"retrain_s": retrain_s, "forward_backward_s": fb, "methods": per}
-    return "\n".join(lines), out
+    return "\n".join(lines)
 
 
 def plot_costs(costs: dict, path: Path) -> None:
@@ -173,6 +182,14 @@ def plot_costs(costs: dict, path: Path) -> None:
     fig.savefig(path)
 
 
+def line_colors() -> list:
+    """Twenty distinct colours (tab20, dark shades first): one per method line, never two alike."""
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"].colors
+    return list(tab20[0::2]) + list(tab20[1::2])
+
+
 def plot_scaling_forget(report: dict, path: Path) -> None:
     """Unlearning wall time (log) vs forget-set size, one line per method, retraining dashed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -180,10 +197,11 @@ def plot_scaling_forget(report: dict, path: Path) -> None:
 
     splits = report["splits"]
     sizes = [splits[s]["n_forget"] for s in splits]
-    names = sorted({n for s in splits.values() for n in s["rows"] if n not in REFERENCE_ROWS})
+    names = sorted({n for s in splits.values() for n in s["rows"] if n not in (*REFERENCE_ROWS, "retrain")})
     fig = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    ax.set_prop_cycle(color=line_colors())
     for n in names:
         ax.plot(sizes, [splits[s]["rows"].get(n, {}).get("unlearn_seconds") or float("nan") for s in splits],
                 marker="o", label=n)  # fmt: skip
@@ -197,27 +215,83 @@ def plot_scaling_forget(report: dict, path: Path) -> None:
     fig.savefig(path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def drop_per_item(report: dict) -> dict:
+    """The report without the evaluation's per-example records (generations, per-item scores): the aggregates stay.
+
+    They are most of the bytes (about 180 KB per model and split on cpu-tiny); ``--keep-per-item`` keeps them.
+    """
+    for entry in report["splits"].values():
+        for result in (entry.get("evaluation") or {}).values():
+            for split_result in (result.get("splits") or {}).values():
+                split_result.pop("per_item", None)
+    return report
+
+
+def write_outputs(report: dict, root: Path, keep_per_item: bool = False) -> Path:
+    """``<root>/<setting>.json`` and ``.md``, and the plots and per-model results under ``<root>/<setting>/``."""
     from hf_unlearn.evaluation.report import markdown_report, write_report
-    from hf_unlearn.pipeline import SETTINGS, markdown_table, run_protocol
+    from hf_unlearn.pipeline import markdown_table
+
+    if not keep_per_item:
+        report = drop_per_item(report)
+    name = report["setting"]["name"]
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (root / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
+    plot_costs(report["costs"], folder / "costs.png")
+    plot_scaling_forget(report, folder / "scaling_forget.png")
+    s, env = report["setting"], report.get("environment", {})
+    model = s["model_name"] or f"tiny {s['arch']} {s['num_layers']} x {s['hidden_size']} (from scratch)"
+    md = [
+        f"# Benchmark results: `{name}`",
+        "",
+        f"Written by `benchmarks/run.py --setting {name}`; read in BENCHMARKS.md. Model: {model}; "
+        f"{s['n_authors']} fictitious authors x {s['qa_per_author']} QA ({report['finetune']['n_full']} examples in "
+        f"`full`), fine-tuned {s['ft_epochs']:g} epochs at lr {s['ft_lr']:g}. {env.get('device', '?')}, "
+        f"{env.get('threads', '?')} torch thread(s), torch {env.get('torch', '?')}; one process, one seed.",
+        "",
+        f"Plots: `{name}/eval/<split>/report.png` (forget quality vs model utility), `{name}/costs.png`, "
+        f"`{name}/scaling_forget.png`.",
+        "",
+    ]
+    for split, entry in report["splits"].items():
+        md.append(f"## {split} ({entry['n_forget']} forget examples)\n")
+        if "evaluation" in entry:
+            named = {n: {**r, "name": n} for n, r in entry["evaluation"].items()}
+            write_report(named, folder / "eval" / split, stem="report")
+            md.append(markdown_report(named) + "\n")
+        md.append("Answer NLL (token mean) and unlearning wall time:\n")
+        md.append(markdown_table(entry))
+    md += ["## Cost", "", costs_markdown(report)]
+    path = root / f"{name}.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hf_unlearn.pipeline import SETTINGS, run_protocol
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setting", default="cpu-tiny", choices=sorted(SETTINGS))
     p.add_argument("--methods", default=None, help="Comma-separated (default: every registered method).")
     p.add_argument("--splits", default=",".join(SPLITS), help="Comma-separated forget splits.")
-    p.add_argument("--out", default=None, help="Output folder (default benchmarks/results/<setting>).")
+    p.add_argument("--out", default=None, help="Results root (default benchmarks/results).")
     p.add_argument("--no-eval", action="store_true", help="Skip the full metric suite (NLL rows only).")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest for tiny models).")
+    p.add_argument("--from-json", default=None, help="Only rewrite the markdown and plots of a saved <setting>.json.")
+    p.add_argument("--keep-per-item", action="store_true", help="Keep per-example evaluation records in the JSON.")
     args = p.parse_args(argv)
+    root = Path(args.out or Path(__file__).parent / "results")
+    if args.from_json:
+        report = json.loads(Path(args.from_json).read_text())
+        print(f"wrote {write_outputs(report, root, args.keep_per_item)}")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out or Path(__file__).parent / "results" / args.setting)
-    out.mkdir(parents=True, exist_ok=True)
-    methods = args.methods.split(",") if args.methods else None
     splits = args.splits.split(",")
     report = run_protocol(
         args.setting,
-        methods=methods,
+        methods=args.methods.split(",") if args.methods else None,
         out_dir=None,
         progress=True,
         evaluate=not args.no_eval,
@@ -232,34 +306,16 @@ def main(argv: list[str] | None = None) -> int:
         ctx.use_split(split)
         fb[split] = forward_backward_seconds(ctx.target, ctx.tokenizer, ctx.forget, ctx.setting.max_length)
     storage = {m: sum(recorded_bytes(r) for r in recs) for m, recs in ctx.recorders.items()}
-    costs_md, costs = cost_tables(report, fb, storage)
-    report["costs"] = costs
+    report["costs"] = compute_costs(report, fb, storage)
     report["environment"] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "cpu_count": os.cpu_count(),
     }
-    (out / "protocol.json").write_text(json.dumps(report, indent=2, default=str))
-    per_split = report["splits"].items()
-    sections = [f"## {s} ({e['n_forget']} forget examples)\n\n{markdown_table(e)}" for s, e in per_split]
-    (out / "protocol.md").write_text("\n".join(sections))
-    (out / "costs.md").write_text(costs_md)
-    (out / "costs.json").write_text(json.dumps(costs, indent=2))
-    plot_costs(costs, out / "costs.png")
-    plot_scaling_forget(report, out / "scaling_forget.png")
-    sections = []
-    for split, entry in report["splits"].items():
-        if "evaluation" not in entry:
-            continue
-        named = {name: {**r, "name": name} for name, r in entry["evaluation"].items()}
-        write_report(named, out / "eval" / split, stem="report")
-        sections.append(f"## {split} ({entry['n_forget']} forget examples)\n\n{markdown_report(named)}\n")
-    if sections:
-        (out / "report.md").write_text("# Full evaluation suite per forget split\n\n" + "\n".join(sections))
-        print("\n".join(sections))
-    print(costs_md)
-    print(f"results in {out}")
+    path = write_outputs(report, root, args.keep_per_item)
+    print(path.read_text())
+    print(f"results in {path} and {root / args.setting}/")
     return 0
 
 

@@ -285,7 +285,7 @@ def _s3t_runner() -> MethodRunner:
             trained, train_seconds = ctx.cache["s3t"]
             res = hf_unlearn.unlearn(copy.deepcopy(trained), list(ctx.forget["uid"]), method="s3t")
             res.timings["s3t_training"] = train_seconds
-            res.details["s3t_training_seconds"] = train_seconds
+            res.details.update(s3t_training_seconds=train_seconds, delete_seconds=res.timings["delete"])
             return res
         s = ctx.setting
         cfg = S3TConfig(
@@ -305,7 +305,7 @@ def _s3t_runner() -> MethodRunner:
         ctx.cache["s3t"] = (copy.deepcopy(model), train_seconds)
         res = hf_unlearn.unlearn(model, list(ctx.forget["uid"]), method="s3t")
         res.timings["s3t_training"] = train_seconds
-        res.details["s3t_training_seconds"] = train_seconds
+        res.details.update(s3t_training_seconds=train_seconds, delete_seconds=res.timings["delete"])
         return res
 
     return MethodRunner(run=run, defaults=defaults)

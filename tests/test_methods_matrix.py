@@ -22,7 +22,7 @@ def run(tmp_path_factory, script):
     out = tmp_path_factory.mktemp("bench")
     harness = script("benchmarks/run.py")
     assert harness.main(["--setting", "test", "--splits", ",".join(SPLITS), "--out", str(out)]) == 0
-    return json.loads((out / "protocol.json").read_text()), out
+    return json.loads((out / "test.json").read_text()), out
 
 
 def test_every_registered_method_has_a_benchmark_runner():
@@ -71,7 +71,7 @@ def test_each_split_has_its_own_gold_model_and_data(run):
         paired_splits("retain90")
 
 
-def test_costs_and_artefacts(run):
+def test_costs_and_artefacts(run, script):
     report, out = run
     costs = report["costs"]
     assert math.isfinite(costs["recording_overhead"]) and costs["recording_overhead"] > 0
@@ -81,11 +81,19 @@ def test_costs_and_artefacts(run):
     # one S3T system, trained ahead of time, serves every split
     trained = {costs["splits"][s]["methods"]["s3t"]["training_s"] for s in SPLITS}
     assert len(trained) == 1
-    for name in ("costs.png", "scaling_forget.png", "costs.md", "report.md", "protocol.md"):
-        assert (out / name).stat().st_size > 0, name
     for split in SPLITS:
-        assert (out / "eval" / split / "report.png").stat().st_size > 0
-        assert split in (out / "costs.md").read_text()
+        s3t = costs["splits"][split]["methods"]["s3t"]
+        assert 0 < s3t["delete_s"] <= s3t["seconds"]  # the deletion latency, inside the request's wall time
+    for name in ("costs.png", "scaling_forget.png"):
+        assert (out / "test" / name).stat().st_size > 0, name
+    summary = (out / "test.md").read_text()
+    for split in SPLITS:
+        assert (out / "test" / "eval" / split / "report.png").stat().st_size > 0
+        assert f"## {split}" in summary and f"### {split}" in summary  # quality and cost sections
+    # the markdown and plots are a function of the JSON alone
+    (out / "test.md").unlink()
+    assert script("benchmarks/run.py").main(["--from-json", str(out / "test.json"), "--out", str(out)]) == 0
+    assert (out / "test.md").read_text() == summary
 
 
 def test_scaling_against_training_set_size(tmp_path, script):
@@ -99,5 +107,5 @@ def test_scaling_against_training_set_size(tmp_path, script):
         for m in p["methods"].values():
             assert m["seconds"] > 0 and math.isfinite(m["vs_retrain"])
     assert "training_s" in large["methods"]["s3t"]
-    assert (tmp_path / "scaling_train.png").stat().st_size > 0
-    assert "D = " in (tmp_path / "scaling_train.md").read_text()
+    assert (tmp_path / "test" / "scaling_train.png").stat().st_size > 0
+    assert "D = " in (tmp_path / "test" / "scaling_train.md").read_text()
