@@ -85,7 +85,7 @@ def _secs(x: float) -> str:
 
 def markdown(result: dict) -> str:
     pts = result["points"]
-    names = sorted({n for p in pts for n in p["methods"]})
+    names = sorted({n for p in pts for n in p["methods"] if n != "retrain"})  # retrain is the reference row
     st = result["setting"]
     lines = [
         "# Unlearning cost vs training-set size",
@@ -125,10 +125,12 @@ def plot(result: dict, path: Path) -> None:
 
     pts = result["points"]
     xs = [p["n_full"] for p in pts]
-    names = sorted({n for p in pts for n in p["methods"]})
+    names = sorted({n for p in pts for n in p["methods"] if n != "retrain"})  # retrain: the dashed reference
     fig = Figure(figsize=(11, 4.5), dpi=120)
     FigureCanvasAgg(fig)
     ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for a in (ax, ax2):
+        a.set_prop_cycle(color=_run.line_colors())
     for n in names:
         ys = [p["methods"].get(n, {}).get("seconds", float("nan")) for p in pts]
         rs = [p["methods"].get(n, {}).get("vs_retrain", float("nan")) for p in pts]
@@ -158,8 +160,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--forget-split", default="forget01")
     p.add_argument("--epochs", type=float, default=None, help="Fine-tuning epochs (default: the setting's).")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="Output folder (default benchmarks/results/<setting>).")
+    p.add_argument("--out", default=None, help="Results root (default benchmarks/results); writes <root>/<setting>/.")
+    p.add_argument("--from-json", default=None, help="Rewrite the markdown and plot of a saved scaling_train.json.")
     args = p.parse_args(argv)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        write_outputs(result, Path(args.from_json).parent)
+        return result
     if args.threads:
         torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
@@ -176,13 +183,18 @@ def main(argv: list[str] | None = None) -> dict:
         "points": points,
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
     }
-    out = Path(args.out or Path(__file__).parent / "results" / args.setting)
+    out = Path(args.out or Path(__file__).parent / "results") / args.setting
     out.mkdir(parents=True, exist_ok=True)
     (out / "scaling_train.json").write_text(json.dumps(result, indent=2, default=str))
-    (out / "scaling_train.md").write_text(markdown(result))
-    plot(result, out / "scaling_train.png")
+    write_outputs(result, out)
     print(markdown(result))
     return result
+
+
+def write_outputs(result: dict, folder: Path) -> None:
+    """``scaling_train.md`` and ``scaling_train.png`` from the result (the JSON alone)."""
+    (folder / "scaling_train.md").write_text(markdown(result))
+    plot(result, folder / "scaling_train.png")
 
 
 if __name__ == "__main__":
