@@ -30,9 +30,7 @@ import argparse
 import json
 import os
 import pickle
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,32 +42,6 @@ import torch  # noqa: E402
 
 SPLITS = ["forget01", "forget05", "forget10"]
 REFERENCE_ROWS = ("target", "gold (retrain)")
-
-
-def forward_backward_seconds(model, tokenizer, ds, max_length: int, batch_size: int = 8, reps: int = 3) -> float:
-    """Median wall time of one forward+backward pass over ``ds`` (the unit unlearning costs are expressed in)."""
-    import copy
-
-    from hf_unlearn.data import collator_for, encode_examples
-    from hf_unlearn.training.losses import batch_nll
-    from hf_unlearn.training.trainer import model_inputs
-
-    m = copy.deepcopy(model).train()
-    rows = encode_examples(ds, tokenizer, max_length=max_length)
-    coll = collator_for(tokenizer)
-    batches = [coll(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-    device = next(m.parameters()).device
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items() if k != "uid"}
-            batch_nll(m(**model_inputs(batch)).logits, batch["labels"]).backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        m.zero_grad(set_to_none=True)
-    return statistics.median(times)
 
 
 def recorded_bytes(recorder) -> int:
@@ -269,7 +241,7 @@ def write_outputs(report: dict, root: Path, keep_per_item: bool = False) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hf_unlearn.pipeline import SETTINGS, run_protocol
+    from hf_unlearn.pipeline import SETTINGS, forward_backward_seconds, run_protocol
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setting", default="cpu-tiny", choices=sorted(SETTINGS))
@@ -304,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     fb = {}
     for split in splits:
         ctx.use_split(split)
-        fb[split] = forward_backward_seconds(ctx.target, ctx.tokenizer, ctx.forget, ctx.setting.max_length)
+        fb[split] = forward_backward_seconds(ctx.target, ctx.tokenizer, ctx.forget, ctx.setting.max_length, reps=3)
     storage = {m: sum(recorded_bytes(r) for r in recs) for m, recs in ctx.recorders.items()}
     report["costs"] = compute_costs(report, fb, storage)
     report["environment"] = {

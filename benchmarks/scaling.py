@@ -40,17 +40,17 @@ def _sibling(name: str):
 
 
 _run = _sibling("run")
-REFERENCE_ROWS, forward_backward_seconds = _run.REFERENCE_ROWS, _run.forward_backward_seconds
+REFERENCE_ROWS = _run.REFERENCE_ROWS
 
 
 def measure_size(setting, n_authors: int, methods: list[str] | None, forget_split: str) -> dict:
     """One point of the curve: the protocol at ``n_authors`` without evaluation, costs per method."""
-    from hf_unlearn.pipeline import run_protocol
+    from hf_unlearn.pipeline import forward_backward_seconds, run_protocol
 
     s = replace(setting, name=f"{setting.name}-n{n_authors}", n_authors=n_authors, forget_split=forget_split)
     report = run_protocol(s, methods=methods, progress=False, evaluate=False, price_recording=True)
     ctx = report["_context"]
-    fb = forward_backward_seconds(ctx.target, ctx.tokenizer, ctx.forget, s.max_length)
+    fb = forward_backward_seconds(ctx.target, ctx.tokenizer, ctx.forget, s.max_length, reps=3)
     rows = report["rows"]
     retrain = rows["gold (retrain)"]["unlearn_seconds"]
     point = {

@@ -41,30 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hf_unlearn  # noqa: E402
 from hf_unlearn.benchmarks.fictitious_authors import build  # noqa: E402
-from hf_unlearn.data import collator_for, tokenize_qa  # noqa: E402
 from hf_unlearn.methods.ssd import target_parameters  # noqa: E402
 from hf_unlearn.models import tiny_causal_lm  # noqa: E402
-from hf_unlearn.pipeline import mean_answer_nll, tokenizer_corpus  # noqa: E402
+from hf_unlearn.pipeline import forward_backward_seconds, mean_answer_nll, tokenizer_corpus  # noqa: E402
 from hf_unlearn.training import finetune  # noqa: E402
-from hf_unlearn.training.losses import batch_nll  # noqa: E402
 from hf_unlearn.utils.profiling import measure, rss_mib  # noqa: E402
-
-
-def fb_pass(model, tok, ds, batch_size: int, max_length: int) -> float:
-    """Seconds of one forward+backward pass over ``ds`` (tokenized beforehand; gradients of trainable params)."""
-    tokd = tokenize_qa(ds, tok, max_length=max_length)
-    coll = collator_for(tok)
-    batches = [
-        coll([tokd[j] for j in range(i, min(i + batch_size, len(tokd)))]) for i in range(0, len(tokd), batch_size)
-    ]
-    model.eval()
-    t0 = time.perf_counter()
-    for b in batches:
-        loss = batch_nll(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"])
-        loss.backward()
-    elapsed = time.perf_counter() - t0
-    model.zero_grad(set_to_none=True)
-    return elapsed
 
 
 def median(xs):
@@ -133,7 +114,7 @@ def main(argv=None) -> dict:
         # The baseline and the cached request alternate, so machine noise drifts hit both alike.
         fb, cached = [], []
         for _ in range(args.reps):
-            fb.append(fb_pass(copy.deepcopy(model), tok, forget, args.ssd_batch_size, args.max_length))
+            fb.append(forward_backward_seconds(model, tok, forget, args.max_length, args.ssd_batch_size, train=False))
             cached.append(request(True))
         uncached = [request(False) for _ in range(min(args.reps, 2))]
         if target == "adapter":  # the cheap hash scope for a frozen base: only the adapter tensors are hashed

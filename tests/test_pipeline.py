@@ -20,3 +20,16 @@ def test_tokenizer_corpus_covers_holdout_authors_without_duplicates():
 def test_settings_derive_their_splits():
     s = SETTINGS["demo"]
     assert (s.forget_split, s.retain_split, s.holdout_split) == ("forget10", "retain90", "holdout10")
+
+
+def test_forward_backward_seconds_leaves_the_model_untouched(tiny_llama_trained, qa_rows):
+    import torch
+
+    from hf_unlearn.pipeline import forward_backward_seconds
+
+    model, tok = tiny_llama_trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    assert forward_backward_seconds(model, tok, qa_rows[:5], max_length=32, batch_size=2, reps=2, train=False) > 0
+    assert all(p.grad is None for p in model.parameters()) and model.training == was_training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
