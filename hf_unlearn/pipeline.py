@@ -279,14 +279,18 @@ def _s3t_runner() -> MethodRunner:
 
     def run(ctx: Context):
         import hf_unlearn
+
+        if "s3t" not in ctx.cache:  # one trained system serves every forget split (each deletion on its own copy)
+            ctx.cache["s3t"] = train(ctx)
+        trained, train_seconds = ctx.cache["s3t"]
+        res = hf_unlearn.unlearn(copy.deepcopy(trained), list(ctx.forget["uid"]), method="s3t")
+        res.timings["s3t_training"] = train_seconds
+        res.details.update(s3t_training_seconds=train_seconds, delete_seconds=res.timings["delete"])
+        return res
+
+    def train(ctx: Context) -> tuple[Any, float]:
         from hf_unlearn.methods.s3t import S3TConfig, S3TModel
 
-        if "s3t" in ctx.cache:  # one trained system serves every forget split (each deletion on its own copy)
-            trained, train_seconds = ctx.cache["s3t"]
-            res = hf_unlearn.unlearn(copy.deepcopy(trained), list(ctx.forget["uid"]), method="s3t")
-            res.timings["s3t_training"] = train_seconds
-            res.details.update(s3t_training_seconds=train_seconds, delete_seconds=res.timings["delete"])
-            return res
         s = ctx.setting
         cfg = S3TConfig(
             **{
@@ -301,12 +305,7 @@ def _s3t_runner() -> MethodRunner:
         )
         t0 = time.perf_counter()
         model = S3TModel.train(copy.deepcopy(ctx.base_model), ctx.tokenizer, ctx.bench["full"], cfg)
-        train_seconds = time.perf_counter() - t0
-        ctx.cache["s3t"] = (copy.deepcopy(model), train_seconds)
-        res = hf_unlearn.unlearn(model, list(ctx.forget["uid"]), method="s3t")
-        res.timings["s3t_training"] = train_seconds
-        res.details.update(s3t_training_seconds=train_seconds, delete_seconds=res.timings["delete"])
-        return res
+        return model, time.perf_counter() - t0
 
     return MethodRunner(run=run, defaults=defaults)
 
