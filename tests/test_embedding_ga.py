@@ -128,6 +128,11 @@ def test_later_epochs_are_recorded_only_on_request(trained):
         store.load("u0", 3)
 
 
+def _forget(model, tok, **kw):
+    """embedding_ga on FORGET, with the training data the recording was made on."""
+    return hf_unlearn.unlearn(model, FORGET, method="embedding_ga", tokenizer=tok, train_dataset=DATA, **kw)
+
+
 def _snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
@@ -143,12 +148,9 @@ def test_only_embedding_parameters_change(trained, arch, mode):
     _, model, tok, rec = trained[arch]
     model = copy.deepcopy(model)
     before = _snapshot(model)
-    res = hf_unlearn.unlearn(
+    res = _forget(
         model,
-        FORGET,
-        method="embedding_ga",
-        tokenizer=tok,
-        train_dataset=DATA,
+        tok,
         mode=mode,
         learning_rate=0.05,
         eta=0.5,
@@ -172,12 +174,9 @@ def test_calibration_stops_at_target(trained):
     model = copy.deepcopy(model)
     f0 = hf_unlearn.methods.embedding_ga.mean_nll(model, tok, select_uids(load_examples(DATA), FORGET))
     target = f0 + 0.3
-    res = hf_unlearn.unlearn(
+    res = _forget(
         model,
-        FORGET,
-        method="embedding_ga",
-        tokenizer=tok,
-        train_dataset=DATA,
+        tok,
         eta=0.05,
         step_cap=200,
         target_nll=target,
@@ -194,12 +193,9 @@ def test_calibration_stops_at_target(trained):
 def test_holdout_sets_the_default_target(trained):
     _, model, tok, rec = trained["llama"]
     holdout = [{"uid": "h0", "question": "Where was Ivo Petrov born?", "answer": "Ivo Petrov was born in city 7."}]
-    res = hf_unlearn.unlearn(
+    res = _forget(
         copy.deepcopy(model),
-        FORGET,
-        method="embedding_ga",
-        tokenizer=tok,
-        train_dataset=DATA,
+        tok,
         holdout=holdout,
         eta=0.05,
         step_cap=2,
@@ -212,12 +208,9 @@ def test_holdout_sets_the_default_target(trained):
 
 def test_step_cap_and_retain_tolerance_stop_runaway_ascent(trained):
     _, model, tok, rec = trained["gpt2"]
-    capped = hf_unlearn.unlearn(
+    capped = _forget(
         copy.deepcopy(model),
-        FORGET,
-        method="embedding_ga",
-        tokenizer=tok,
-        train_dataset=DATA,
+        tok,
         eta=0.2,
         step_cap=4,
         target_nll=1e6,
@@ -227,12 +220,9 @@ def test_step_cap_and_retain_tolerance_stop_runaway_ascent(trained):
     assert capped["stop_reason"] == "step_cap" and capped["steps"] == 4
 
     m = copy.deepcopy(model)
-    res = hf_unlearn.unlearn(
+    res = _forget(
         m,
-        FORGET,
-        method="embedding_ga",
-        tokenizer=tok,
-        train_dataset=DATA,
+        tok,
         eta=0.5,
         step_cap=100,
         target_nll=1e6,
@@ -261,12 +251,9 @@ def test_missing_recording_and_unknown_uids_raise_clear_errors(trained, tmp_path
     with pytest.raises(KeyError, match="nope"):
         hf_unlearn.unlearn(copy.deepcopy(model), other, method="embedding_ga", tokenizer=tok, influence=False)
     with pytest.raises(KeyError, match="recorded epochs"):
-        hf_unlearn.unlearn(
+        _forget(
             copy.deepcopy(model),
-            FORGET,
-            method="embedding_ga",
-            tokenizer=tok,
-            train_dataset=DATA,
+            tok,
             epochs=(3,),
             influence=False,
         )
@@ -313,12 +300,9 @@ def test_untie_keeps_the_output_layer(trained, tmp_path):
     _, model, tok, rec = trained["gpt2"]
     m = copy.deepcopy(model)
     head = m.lm_head.weight.detach().clone()
-    res = hf_unlearn.unlearn(
+    res = _forget(
         m,
-        FORGET,
-        method="embedding_ga",
-        tokenizer=tok,
-        train_dataset=DATA,
+        tok,
         untie=True,
         eta=0.5,
         step_cap=2,
@@ -355,12 +339,9 @@ def test_lissa_solves_the_damped_system(trained):
 
 def test_influence_reported_before_and_after(trained):
     _, model, tok, rec = trained["gpt2"]
-    res = hf_unlearn.unlearn(
+    res = _forget(
         copy.deepcopy(model),
-        FORGET,
-        method="embedding_ga",
-        tokenizer=tok,
-        train_dataset=DATA,
+        tok,
         eta=0.5,
         step_cap=2,
         target_nll=1e6,
