@@ -10,7 +10,7 @@ Example:
     >>> from hf_unlearn.ledger import Ledger
     >>> led = Ledger(os.path.join(tempfile.mkdtemp(), "l.db"))
     >>> rid = led.submit(["u7"], method="retrain")
-    >>> led.mark_applied(rid, {"retrained_on": 99}, "a" * 64, "b" * 64)
+    >>> led.mark_applied(rid, {"retrained_on": 99}, "a" * 64, "b" * 64)  # exact: no evidence needed
     >>> cert = make_certificate(led, rid, versions={"hf_unlearn": "0.1.0"})
     >>> cert["guarantee"], cert["forget_set"]["n_uids"]
     ('exact', 1)
@@ -38,6 +38,38 @@ _EXPLAIN = {
     "approximate": "the forgotten examples' influence was reduced by a post-hoc method; the evidence below measures "
     "how close the model is to one retrained without them.",
 }
+
+
+class CertificateError(ValueError):
+    """The request cannot be certified (not applied, or an approximate method without verification evidence)."""
+
+
+def _check_certifiable(rec: dict[str, Any], exact: bool) -> None:
+    rid, status = rec["request_id"], rec["status"]
+    if status in ("received", "applying", "failed"):
+        what = {
+            "received": "it was never applied",
+            "applying": "its model save did not complete (run `hf-unlearn ledger recover`)",
+            "failed": f"applying it failed ({(rec.get('error') or '')[:200]})",
+        }[status]
+        raise CertificateError(
+            f"no certificate for request {rid!r}: its status is {status!r} ({what}). Certificates are issued only "
+            "for applied requests (and, for approximate methods, verified ones)."
+        )
+    if status == "applied" and not exact:
+        raise CertificateError(
+            f"no certificate for request {rid!r}: its status is 'applied' but method {rec['method']!r} is "
+            "approximate, so the certificate needs verification evidence first: `hf-unlearn ledger verify "
+            f"{rid} --evidence EVAL.json`."
+        )
+
+
+_S3T_EXPLAIN = (
+    "exact: every LoRA adapter whose training data held a forgotten example was dropped (adapters_removed); "
+    "each shard now serves only adapters trained without them (served: its adapter chain, served_prefix_lengths: "
+    "how many stages); the base weights are frozen and were never trained on any example. No trace of the "
+    "forgotten examples remains in what is served. Utility may be lower until `retrain` rebuilds the cut stages."
+)
 
 
 def _method_info(method: str) -> tuple[bool, str | None]:
@@ -88,18 +120,22 @@ def make_certificate(
         issued_at: ISO timestamp (default: now, UTC).
 
     Raises:
-        KeyError: unknown request id.
+        KeyError: unknown request id. CertificateError (a ValueError): the request is not applied (its status is
+        named), or it used an approximate method and has no verification evidence yet.
 
     Example:
         >>> import tempfile, os
         >>> from hf_unlearn.ledger import Ledger
         >>> led = Ledger(os.path.join(tempfile.mkdtemp(), "l.db"))
         >>> rid = led.submit(["u1", "u2"], method="npo")
+        >>> led.mark_applied(rid, {"steps": 3}, "a" * 64, "b" * 64)
+        >>> led.mark_verified(rid, {"forget_quality": 0.8})
         >>> make_certificate(led, rid)["guarantee"]
         'approximate'
     """
     rec = ledger.get(request_id)
     exact, paper = _method_info(rec["method"])
+    _check_certifiable(rec, exact)
     recorded = rec.get("evidence") or {}
     ev = evaluation if evaluation is not None else recorded.get("evaluation", recorded)
     gold = gold_evaluation if gold_evaluation is not None else recorded.get("gold")
@@ -124,7 +160,7 @@ def make_certificate(
         },
         "method": {"name": rec["method"], "exact": exact, "paper": paper},
         "guarantee": guarantee,
-        "guarantee_explanation": _EXPLAIN[guarantee],
+        "guarantee_explanation": _S3T_EXPLAIN if rec["method"] == "s3t" else _EXPLAIN[guarantee],
         "forget_set": {
             "n_uids": rec["n_uids"],
             "uids_digest": rec["uids_digest"],
@@ -140,6 +176,11 @@ def make_certificate(
             ),
         },
         "changes": _numbers_only(rec.get("changes") or {}),
+        "followups": [
+            {k: f.get(k) for k in ("kind", "status", "started_at", "finished_at", "hash_before", "hash_after")}
+            | {"details": _numbers_only(f.get("details") or {})}
+            for f in (ledger.followups(request_id) if hasattr(ledger, "followups") else [])
+        ],
         "evidence": evidence,
         "versions": versions if versions is not None else library_versions(),
         "issued_at": issued_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -160,7 +201,8 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
         >>> import tempfile, os
         >>> from hf_unlearn.ledger import Ledger
         >>> led = Ledger(os.path.join(tempfile.mkdtemp(), "l.db"))
-        >>> rid = led.submit(["u1"], method="npo")
+        >>> rid = led.submit(["u1"], method="retrain")
+        >>> led.mark_applied(rid, {"retrained_on": 9}, "a" * 64, "b" * 64)
         >>> certificate_markdown(make_certificate(led, rid)).splitlines()[0].startswith("# Deletion certificate")
         True
     """

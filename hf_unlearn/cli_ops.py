@@ -7,6 +7,8 @@ parser and sets ``func`` (``args -> exit code``).
     hf-unlearn push OUT me/model --dry-run
     hf-unlearn ledger --ledger L.db submit --uids u1,u2 --method grad_diff --requester dpo@example.org
     hf-unlearn ledger --ledger L.db apply REQ --model OUT --train-data data.jsonl
+    hf-unlearn ledger --ledger L.db apply REQ --model S3T_FOLDER --base-model BASE      # S3T: delete, milliseconds
+    hf-unlearn ledger --ledger L.db retrain REQ --model S3T_FOLDER --base-model BASE --train-data data.jsonl
     hf-unlearn certificate REQ --ledger L.db --format markdown
 """
 
@@ -26,13 +28,13 @@ def _ledger_path(args: argparse.Namespace) -> str:
     return args.ledger or os.environ.get("HF_UNLEARN_LEDGER") or DEFAULT_LEDGER
 
 
-def _open_ledger(args: argparse.Namespace, must_exist: bool = True):
+def _open_ledger(args: argparse.Namespace, must_exist: bool = True, read_only: bool | None = None):
     from hf_unlearn.ledger import Ledger
 
     path = _ledger_path(args)
     if must_exist and not Path(path).exists():
         raise FileNotFoundError(f"no ledger at {path} (pass --ledger PATH or set HF_UNLEARN_LEDGER)")
-    return Ledger(path)
+    return Ledger(path, read_only=read_only)
 
 
 def _read_json(path: str | None) -> dict[str, Any] | None:
@@ -88,7 +90,7 @@ def add_push_subparser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_certificate(args: argparse.Namespace) -> int:
     from hf_unlearn.certificate import certificate_markdown, make_certificate, write_certificate
 
-    led = _open_ledger(args)
+    led = _open_ledger(args, read_only=True)  # certificates never write: they work on a read-only ledger
     evaluation, gold = _read_json(args.evaluation), _read_json(args.gold_evaluation)
     if args.output_dir:
         paths = write_certificate(led, args.request_id, args.output_dir, evaluation, gold_evaluation=gold)
@@ -136,7 +138,18 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if action is None:
         args.ledger_parser.print_help()
         return 0
-    led = _open_ledger(args, must_exist=action != "submit")
+    from hf_unlearn.ledger import ApplyConflictError
+
+    reading = action in ("list", "show") or (action == "recover" and not args.resolve)
+    led = _open_ledger(args, must_exist=action != "submit", read_only=True if reading else None)
+    try:
+        return _ledger_action(args, led, action)
+    except (ApplyConflictError, TimeoutError, PermissionError) as err:
+        print(f"hf-unlearn ledger {action}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _ledger_action(args: argparse.Namespace, led: Any, action: str) -> int:
     if action == "submit":
         rid = led.submit(
             _uids_from(args), method=args.method, requester=args.requester, reason=args.reason, target=args.target
@@ -152,7 +165,9 @@ def cmd_ledger(args: argparse.Namespace) -> int:
                     f"{r['request_id']}  {r['status']:<9} {r['method']:<20} {r['n_uids']:>5} uid(s)  {r['created_at']}"
                 )
     elif action == "show":
-        _print_json(led.get(args.request_id))
+        rec = led.get(args.request_id)
+        rec["followups"] = led.followups(args.request_id)
+        _print_json(rec)
     elif action == "recover":
         _print_json(led.recover(resolve=args.resolve))
     elif action == "verify":
@@ -169,14 +184,26 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
         cfg = {**_load_config_file(args.config), **_parse_sets(args.set)}
         rec = apply_unlearning(
-            led, args.request_id, args.model, train_dataset=args.train_data, output_dir=args.output_dir, **cfg
+            led,
+            args.request_id,
+            args.model,
+            train_dataset=args.train_data,
+            output_dir=args.output_dir,
+            base_model=args.base_model,
+            **cfg,
         )
         _print_json(rec)
+    elif action == "retrain":
+        from hf_unlearn.ledger import retrain_s3t
+
+        if not args.train_data:
+            raise ValueError("retrain needs the training examples: pass --train-data FILE")
+        _print_json(retrain_s3t(led, args.request_id, args.model, args.base_model, args.train_data))
     return 0
 
 
 def add_ledger_subparser(subparsers: Any) -> argparse.ArgumentParser:
-    """``hf-unlearn ledger [--ledger L] {submit,list,show,apply,recover,verify,fail,purge-uids} ...``."""
+    """``hf-unlearn ledger [--ledger L] {submit,list,show,apply,retrain,recover,verify,fail,purge-uids} ...``."""
     p = subparsers.add_parser(
         "ledger",
         help="Record and process deletion requests (SQLite ledger: submit, apply, recover, list, ...).",
@@ -206,6 +233,15 @@ def add_ledger_subparser(subparsers: Any) -> argparse.ArgumentParser:
     a.add_argument("--output-dir", default=None, help="Where to save (default: the request's target or --model).")
     a.add_argument("--config", default=None, help="YAML/JSON file of method config fields.")
     a.add_argument("--set", action="append", metavar="KEY=VALUE", help="Override a config field (repeatable).")
+    a.add_argument("--base-model", default=None, help="For an S3T folder: the base model folder it was trained on.")
+
+    rt = sub.add_parser(
+        "retrain", help="S3T: rebuild the stages cut by deletions, recorded as a follow-up of an applied request."
+    )
+    rt.add_argument("request_id")
+    rt.add_argument("--model", required=True, help="The S3T folder (S3TModel.save_pretrained output).")
+    rt.add_argument("--base-model", required=True, help="The base model folder it was trained on.")
+    rt.add_argument("--train-data", default=None, help="The training examples (must hold every surviving uid).")
 
     r = sub.add_parser("recover", help="After a crash: report each pending request and whether its save landed.")
     r.add_argument("--resolve", action="store_true", help="Mark requests whose save landed as applied.")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import socket
 import tempfile
 from pathlib import Path
@@ -40,6 +41,9 @@ from hf_unlearn.utils.hashing import folder_weights_hash, uids_digest, weights_h
 
 META_FILE = "hf_unlearn.json"
 META_VERSION = 1
+S3T_INVENTORY = "s3t_inventory.json"  # hf_unlearn.methods.s3t.model.INVENTORY (not imported: keeps this module light)
+S3T_ADAPTERS = "adapters"
+S3T_BASE_FILE = "hf_unlearn_s3t_base.json"  # fingerprint of the base an S3T folder was trained on (ledger sidecar)
 
 
 class HubUnavailableError(ConnectionError):
@@ -58,6 +62,40 @@ def _is_s3t(model: Any) -> bool:
     return type(model).__name__ == "S3TModel" and hasattr(model, "export_active_adapter")
 
 
+def model_weights_hash(model: Any) -> str:
+    """:func:`~hf_unlearn.utils.hashing.weights_hash` of the tensors ``save_pretrained`` writes.
+
+    Tied weights (GPT-2's or a tied Llama's ``lm_head.weight``, which shares the embedding's storage) are not saved
+    by ``save_pretrained``, so they are left out here too: the hash of a live model equals
+    :func:`~hf_unlearn.utils.hashing.folder_weights_hash` of its ``save_pretrained`` folder.
+
+    Args:
+        model: a transformers model (a PeftModel or a plain ``nn.Module`` / state dict is hashed whole).
+
+    Example:
+        >>> from hf_unlearn.models import tiny_causal_lm
+        >>> m, _ = tiny_causal_lm("gpt2", texts=["a b c"] * 4, num_layers=1, vocab_size=300)
+        >>> model_weights_hash(m) == weights_hash(m)  # lm_head.weight is tied to the embedding: left out
+        False
+    """
+    if _is_peft(model) or not hasattr(model, "state_dict"):
+        return weights_hash(model)
+    tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or {}
+    sd = model.state_dict()
+    if isinstance(tied, dict):
+        drop = {
+            k
+            for k, src in tied.items()
+            if k in sd and src in sd and sd[k].data_ptr() == sd[src].data_ptr() and sd[k].shape == sd[src].shape
+        }
+    else:  # older transformers: a list of names; drop those sharing storage with another tensor
+        ptrs: dict[int, int] = {}
+        for v in sd.values():
+            ptrs[v.data_ptr()] = ptrs.get(v.data_ptr(), 0) + 1
+        drop = {k for k in tied if k in sd and ptrs.get(sd[k].data_ptr(), 0) > 1}
+    return weights_hash({k: v for k, v in sd.items() if k not in drop})
+
+
 def _write_model(model: Any, folder: Path, merge: bool, shard: int | None) -> tuple[str, str | None]:
     """Write the model's weights into ``folder``; returns ``(save_format, in-memory weights hash or None)``."""
     if _is_s3t(model):
@@ -67,12 +105,12 @@ def _write_model(model: Any, folder: Path, merge: bool, shard: int | None) -> tu
         if merge:
             merged = copy.deepcopy(model).merge_and_unload()
             merged.save_pretrained(folder)
-            return "full", weights_hash(merged)
+            return "full", model_weights_hash(merged)
         model.save_pretrained(folder)
         return "peft_adapter", weights_hash(model)
     if hasattr(model, "save_pretrained"):
         model.save_pretrained(folder)
-        return "full", weights_hash(model)
+        return "full", model_weights_hash(model)
     raise TypeError(f"cannot save a {type(model).__name__}: expected a transformers model, a PeftModel or an S3TModel")
 
 
@@ -139,49 +177,268 @@ def save_unlearned(
         The folder path. ``transformers.AutoModelForCausalLM.from_pretrained`` (full) or
         ``peft.PeftModel.from_pretrained(base, folder)`` (adapter) loads it without hf_unlearn.
     """
-    from hf_unlearn.model_card import model_card_from_result
-
     target = Path(save_directory)
-    tok = tokenizer if tokenizer is not None else getattr(result, "tokenizer", None)
     with atomic_folder(target) as tmp:
-        save_format, model_hash = _write_model(result.model, tmp, merge, shard)
-        if tok is not None:
-            tok.save_pretrained(tmp)
-        meta = unlearned_metadata(
-            result, save_format, model_sha256=model_hash, weights_sha256=folder_weights_hash(tmp)
+        write_unlearned(
+            result,
+            tmp,
+            card,
+            tokenizer=tokenizer,
+            merge=merge,
+            shard=shard,
+            metrics=metrics,
+            gold_metrics=gold_metrics,
+            repo_id=repo_id,
+            card_kwargs=card_kwargs,
         )
-        if metrics is not None:
-            from hf_unlearn.model_card import summarize_evaluation
-
-            meta["metrics"] = summarize_evaluation(metrics)
-        if gold_metrics is not None:
-            from hf_unlearn.model_card import summarize_evaluation
-
-            meta["gold_metrics"] = summarize_evaluation(gold_metrics)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if card:
-            model_card = model_card_from_result(
-                result,
-                metrics=metrics,
-                gold_metrics=gold_metrics,
-                save_format=save_format,
-                repo_id=repo_id,
-                **(card_kwargs or {}),
-            )
-            model_card.save(str(tmp / "README.md"))
     return target
 
 
+def write_unlearned(
+    result: Any,
+    folder: str | os.PathLike,
+    card: bool = True,
+    *,
+    tokenizer: Any = None,
+    merge: bool = False,
+    shard: int | None = None,
+    metrics: dict[str, Any] | None = None,
+    gold_metrics: dict[str, Any] | None = None,
+    repo_id: str | None = None,
+    card_kwargs: dict[str, Any] | None = None,
+) -> Path:
+    """What :func:`save_unlearned` writes, into an existing (temporary) folder, NOT atomically.
+
+    The ledger uses it to write into the temporary folder of an atomic swap, hash what was written, record that
+    hash, and only then swap the folder in. Arguments as for :func:`save_unlearned`.
+    """
+    from hf_unlearn.model_card import model_card_from_result, summarize_evaluation
+
+    tmp = Path(folder)
+    tok = tokenizer if tokenizer is not None else getattr(result, "tokenizer", None)
+    save_format, model_hash = _write_model(result.model, tmp, merge, shard)
+    if tok is not None:
+        tok.save_pretrained(tmp)
+    meta = unlearned_metadata(result, save_format, model_sha256=model_hash, weights_sha256=folder_weights_hash(tmp))
+    if metrics is not None:
+        meta["metrics"] = summarize_evaluation(metrics)
+    if gold_metrics is not None:
+        meta["gold_metrics"] = summarize_evaluation(gold_metrics)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    if card:
+        model_card = model_card_from_result(
+            result,
+            metrics=metrics,
+            gold_metrics=gold_metrics,
+            save_format=save_format,
+            repo_id=repo_id,
+            **(card_kwargs or {}),
+        )
+        model_card.save(str(tmp / "README.md"))
+    return tmp
+
+
 def saved_model_hash(folder: str | os.PathLike) -> str:
-    """The hash identifying the model a folder holds: the in-memory weights hash recorded in ``hf_unlearn.json``
-    (comparable with :func:`~hf_unlearn.utils.hashing.weights_hash` of the live model), else the hash of the
-    folder's safetensors."""
-    meta = Path(folder) / META_FILE
+    """The hash identifying the model a folder holds.
+
+    - an S3T folder (``s3t_inventory.json``): :func:`s3t_folder_hash`;
+    - a folder written by :func:`save_unlearned`: the weights hash recorded in its ``hf_unlearn.json``
+      (:func:`model_weights_hash` of the live model: the tensors that were saved);
+    - else the hash of the folder's safetensors (equal to :func:`model_weights_hash` of the model that
+      ``save_pretrained`` wrote, tied weights included).
+
+    Raises:
+        FileNotFoundError: naming the folder, when it does not exist or holds no weights.
+        ValueError: naming the file, when ``hf_unlearn.json`` or the S3T inventory is not valid JSON.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder {str(folder)!r} does not exist")
+    if (folder / S3T_INVENTORY).exists():
+        return s3t_folder_hash(folder)
+    meta = folder / META_FILE
     if meta.exists():
-        recorded = json.loads(meta.read_text()).get("model_sha256")
+        try:
+            recorded = json.loads(meta.read_text()).get("model_sha256")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+            raise ValueError(f"{str(meta)!r} is not valid hf_unlearn metadata JSON ({err})") from err
         if recorded:
             return recorded
     return folder_weights_hash(folder)
+
+
+# ------------------------------------------------------------------------------------------------ S3T folders
+def is_s3t_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` was written by ``S3TModel.save_pretrained`` (it holds ``s3t_inventory.json``)."""
+    return (Path(folder) / S3T_INVENTORY).is_file()
+
+
+def read_s3t_inventory(folder: str | os.PathLike) -> dict[str, Any]:
+    """The S3T inventory of a folder, checked: valid JSON with the keys the ledger relies on, every listed adapter
+    present with a readable ``adapter_model.safetensors``.
+
+    Raises:
+        FileNotFoundError: naming the missing inventory or adapter folder/file.
+        ValueError: naming the file that is truncated, not JSON, or lacks a field.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "s3t_inventory.json").write_text('{"adapters": ')
+        >>> try:
+        ...     read_s3t_inventory(d)
+        ... except ValueError as err:
+        ...     print("corrupt" in str(err))
+        True
+    """
+    from safetensors import safe_open
+
+    path = Path(folder) / S3T_INVENTORY
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not an S3T folder: {S3T_INVENTORY} is missing")
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"S3T inventory {str(path)!r} is corrupt or truncated (not valid JSON: {err})") from err
+    missing = [k for k in ("adapters", "shards", "assignment", "deleted", "config") if k not in state]
+    if not isinstance(state, dict) or missing:
+        raise ValueError(f"S3T inventory {str(path)!r} is corrupt: missing field(s) {missing}")
+    for name in sorted(state["adapters"]):
+        weights = Path(folder) / S3T_ADAPTERS / name / "adapter_model.safetensors"
+        if not (weights.parent / "adapter_config.json").is_file() or not weights.is_file():
+            raise FileNotFoundError(
+                f"S3T adapter {name!r} listed in {str(path)!r} is missing: {str(weights.parent)!r}"
+            )
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                list(f.keys())
+            json.loads((weights.parent / "adapter_config.json").read_text())
+        except Exception as err:  # safetensors raises its own error types for truncated headers
+            raise ValueError(f"S3T adapter {name!r} is corrupt or truncated: {str(weights.parent)!r} ({err})") from err
+    return state
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def s3t_state_hash(adapter_hashes: dict[str, str], deleted: list[str]) -> str:
+    """Hash of an S3T model's state: the sha256 of each live adapter file, and the sorted deleted uids' hashes."""
+    import hashlib
+
+    from hf_unlearn.utils.hashing import uid_hash
+
+    body = {"adapters": dict(sorted(adapter_hashes.items())), "deleted": sorted(uid_hash(u) for u in deleted)}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def s3t_adapter_hashes(folder: str | os.PathLike, names: Any = None) -> dict[str, str]:
+    """sha256 of ``adapters/<name>/adapter_model.safetensors`` for each live adapter (default: the inventory's)."""
+    folder = Path(folder)
+    if names is None:
+        names = read_s3t_inventory(folder)["adapters"]
+    return {n: _file_sha256(folder / S3T_ADAPTERS / n / "adapter_model.safetensors") for n in sorted(names)}
+
+
+def s3t_folder_hash(folder: str | os.PathLike) -> str:
+    """:func:`s3t_state_hash` of an S3T folder: which adapters it serves (by content) and which uids it deleted.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_s3t_inventory` (corrupt inventory or adapter).
+    """
+    state = read_s3t_inventory(folder)
+    return s3t_state_hash(s3t_adapter_hashes(folder, state["adapters"]), state["deleted"])
+
+
+def _plain_base(model: Any) -> Any:
+    """The transformers model under peft / S3T wrappers."""
+    if _is_s3t(model):
+        model = model.peft_model
+    if _is_peft(model):
+        model = model.get_base_model()
+    return model
+
+
+def s3t_base_fingerprint(base_model: Any) -> str:
+    """Fingerprint of the base weights an S3T model runs on: :func:`model_weights_hash` of the base without any
+    LoRA tensors (names as in the plain model). Equal for a fresh base and for the same base wrapped by peft.
+
+    Example:
+        >>> from hf_unlearn.models import tiny_causal_lm
+        >>> m, _ = tiny_causal_lm("llama", texts=["a b c"] * 4, num_layers=1, vocab_size=300)
+        >>> len(s3t_base_fingerprint(m))
+        64
+    """
+    base = _plain_base(base_model)
+    sd = base.state_dict()
+    if not any("lora_" in k or ".base_layer." in k for k in sd):
+        return model_weights_hash(base)
+    clean = {k.replace(".base_layer.", "."): v for k, v in sd.items() if "lora_" not in k}
+    tied = getattr(base, "all_tied_weights_keys", None) or {}
+    drop = {k for k, src in (tied.items() if isinstance(tied, dict) else []) if k in clean and src in clean
+            and clean[k].data_ptr() == clean[src].data_ptr()}  # fmt: skip
+    return weights_hash({k: v for k, v in clean.items() if k not in drop})
+
+
+def recorded_s3t_base(folder: str | os.PathLike) -> str | None:
+    """The base fingerprint recorded for an S3T folder: the inventory's ``base_fingerprint`` (written by
+    ``S3TModel.save_pretrained`` when it supports it), else the ledger's sidecar ``hf_unlearn_s3t_base.json``."""
+    folder = Path(folder)
+    try:
+        inv = json.loads((folder / S3T_INVENTORY).read_text())
+        if isinstance(inv, dict) and inv.get("base_fingerprint"):
+            return str(inv["base_fingerprint"])
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    side = folder / S3T_BASE_FILE
+    if side.is_file():
+        try:
+            return str(json.loads(side.read_text())["base_fingerprint"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{str(side)!r} is corrupt ({err})") from err
+    return None
+
+
+def record_s3t_base(folder: str | os.PathLike, base_model: Any) -> str:
+    """Write the sidecar ``hf_unlearn_s3t_base.json`` (base fingerprint) into an S3T folder; returns the fingerprint.
+
+    Call it right after ``S3TModel.save_pretrained`` with the base the model was trained on, so that loading it onto
+    another base later is refused by :func:`check_s3t_base`.
+    """
+    fp = s3t_base_fingerprint(base_model)
+    side = Path(folder) / S3T_BASE_FILE
+    tmp = side.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"base_fingerprint": fp, "algorithm": "hf_unlearn.hub.s3t_base_fingerprint"}) + "\n")
+    os.replace(tmp, side)
+    return fp
+
+
+def check_s3t_base(folder: str | os.PathLike, base_model: Any) -> str | None:
+    """Refuse to load an S3T folder onto a base other than the one it was trained on.
+
+    Returns the recorded fingerprint (``None`` when the folder records none: nothing can be checked).
+
+    Raises:
+        ValueError: naming the folder and both fingerprints, when the base differs.
+
+    Example:
+        >>> # check_s3t_base("s3t_folder", base_model)  # before S3TModel.from_pretrained("s3t_folder", base_model)
+    """
+    recorded = recorded_s3t_base(folder)
+    if recorded is None:
+        return None
+    actual = s3t_base_fingerprint(base_model)
+    if actual != recorded:
+        raise ValueError(
+            f"S3T folder {str(folder)!r} was trained on another base model: its recorded base fingerprint is "
+            f"{recorded[:16]}..., the base you passed has {actual[:16]}.... Load it onto the base it was trained on."
+        )
+    return recorded
 
 
 def upload_file_list(folder: str | os.PathLike) -> list[str]:
@@ -230,6 +487,52 @@ def check_hub_reachable(endpoint: str | None = None, timeout: float = 5.0) -> No
         ) from err
 
 
+_REPO_ID_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+def check_repo_id(repo_id: Any) -> str:
+    """Validate a Hub model repo id (``"user/name"`` or ``"name"``) before anything is uploaded.
+
+    Raises:
+        ValueError: naming the value and the rule it breaks.
+
+    Example:
+        >>> check_repo_id("me/unlearned-model")
+        'me/unlearned-model'
+    """
+    rule = (
+        "a repo id is 'user/name' (or 'name'): letters, digits, '-', '_' and '.', at most 96 characters each, "
+        "not starting with '-' or '.', without '--' or '..', not ending in '.git'"
+    )
+    if not isinstance(repo_id, str) or not _REPO_ID_RE.match(repo_id):
+        raise ValueError(f"invalid repo id {repo_id!r}: {rule}")
+    if "--" in repo_id or ".." in repo_id or repo_id.endswith(".git") or repo_id.endswith("."):
+        raise ValueError(f"invalid repo id {repo_id!r}: {rule}")
+    return repo_id
+
+
+def check_model_folder(folder: str | os.PathLike) -> str:
+    """What kind of model a folder holds: ``"full"`` (``config.json`` + weights), ``"peft_adapter"`` or ``"s3t"``.
+
+    Raises:
+        ValueError: naming the folder and the files it holds, when it is none of these.
+    """
+    folder = Path(folder)
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    weights = any(n.endswith((".safetensors", ".bin")) or n.endswith(".safetensors.index.json") for n in names)
+    if "adapter_config.json" in names and weights:
+        return "peft_adapter"
+    if "config.json" in names and weights:
+        return "full"
+    if S3T_INVENTORY in names:
+        return "s3t"
+    raise ValueError(
+        f"{str(folder)!r} is not a model folder: expected config.json with weights (a full model), "
+        f"adapter_config.json with adapter weights (a peft adapter) or {S3T_INVENTORY} (S3T); it holds "
+        f"{sorted(names)[:12] or 'nothing'}"
+    )
+
+
 def push_to_hub(
     result_or_dir: Any,
     repo_id: str,
@@ -261,13 +564,13 @@ def push_to_hub(
         HubUnavailableError: offline mode or no network (fails fast; nothing is changed locally).
         FileNotFoundError: the folder does not exist.
     """
-    if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
-        raise ValueError(f"repo_id must look like 'user/name', got {repo_id!r}")
+    check_repo_id(repo_id)
     scratch = None
     if isinstance(result_or_dir, (str, os.PathLike)):
         folder = Path(result_or_dir)
         if not folder.is_dir():
             raise FileNotFoundError(f"no such folder to push: {folder}")
+        check_model_folder(folder)
     else:
         scratch = tempfile.TemporaryDirectory(prefix="hf_unlearn_push_")
         folder = save_unlearned(result_or_dir, Path(scratch.name) / "model", repo_id=repo_id, **save_kwargs)

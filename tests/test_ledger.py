@@ -321,4 +321,221 @@ def test_certificate_has_hashes_evidence_and_no_forget_text(tmp_path):
     assert all(u not in blob for u in forget["uid"])  # uids appear only hashed
 
     exact_id = led.submit(["u1"], method="retrain")
-    assert make_certificate(led, exact_id)["guarantee"] == "exact"
+    led.mark_applied(exact_id, {"retrained_on": 9}, "a" * 64, "b" * 64)
+    assert make_certificate(led, exact_id)["guarantee"] == "exact"  # exact: applied is enough
+
+
+def test_certificates_only_for_applied_requests(tmp_path):
+    """Issue 19 item 2: received / applying / failed requests (and unverified approximate ones) get no certificate."""
+    from hf_unlearn.certificate import CertificateError
+
+    led = Ledger(tmp_path / "l.db")
+    received = led.submit(["u1"], method="retrain")
+    applying = led.submit(["u2"], method="retrain")
+    led.mark_applying(applying, {}, "a" * 64, "b" * 64)
+    failed = led.submit(["u3"], method="retrain")
+    led.mark_failed(failed, "boom")
+    unverified = led.submit(["u4"], method="npo")
+    led.mark_applied(unverified, {}, "a" * 64, "b" * 64)
+    for rid, status in ((received, "received"), (applying, "applying"), (failed, "failed"), (unverified, "applied")):
+        with pytest.raises(CertificateError, match=f"{rid}.*status is '{status}'"):
+            make_certificate(led, rid)
+        with pytest.raises(ValueError, match="status is"):
+            write_certificate(led, rid, tmp_path / "certs")
+    assert not (tmp_path / "certs").exists()
+    led.mark_verified(unverified, {"forget_quality": 0.9})
+    assert make_certificate(led, unverified)["request"]["status"] == "verified"
+
+
+def _all_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file())
+
+
+def test_verify_evidence_stores_only_numbers_and_purge_scrubs_text(tmp_path):
+    """Issue 19 item 6a: the ledger DB (and its WAL) never holds generated text; purge removes any text left."""
+    from hf_unlearn.benchmarks.fictitious_authors import build
+
+    forget = build(n_authors=5, seed=0)["forget10"]
+    texts = list(forget["question"]) + list(forget["answer"])
+    led = Ledger(tmp_path / "db" / "l.db")
+    rid = led.submit(list(forget["uid"]), method="grad_diff")
+    led.mark_applied(rid, {"steps": 4}, "a" * 64, "b" * 64)
+    report = {
+        "forget_quality": 0.42,
+        "mia": {"loss": {"auc": 0.55}},
+        "splits": {"forget": {"per_item": {u: {"generation": a} for u, a in zip(forget["uid"], forget["answer"])}}},
+        "generations": list(forget["answer"]),
+        forget["question"][0]: 1.0,  # text as a key
+    }
+    led.mark_verified(rid, {"evaluation": report, "gold": {"forget_quality": 1.0, "sample": forget["answer"][1]}})
+    assert led.get(rid)["evidence"] == {
+        "evaluation": {"forget_quality": 0.42, "mia.loss.auc": 0.55},
+        "gold": {"forget_quality": 1.0},
+    }
+    blob = _all_bytes(tmp_path / "db")
+    assert [t for t in texts if t.encode() in blob] == []
+
+    # text that reached the ledger by other paths (API changes, error messages quoting uids) is purged
+    other = led.submit(list(forget["uid"][:2]), method="grad_diff")
+    led.mark_applied(other, {"note": forget["answer"][0], "n": 3}, "a" * 64, "c" * 64)
+    led.mark_failed(other, KeyError(f"unknown uid {forget['uid'][0]}: {forget['question'][1]}"))
+    led.close()
+    led = Ledger(tmp_path / "db" / "l.db")
+    assert led.purge_uids() == len(forget) + 2
+    assert led.get(other)["changes"] == {"note": "<text omitted>", "n": 3}
+    led.close()
+    blob = _all_bytes(tmp_path / "db")
+    leaked = [t for t in texts + list(forget["uid"]) if t.encode() in blob]
+    assert leaked == []
+    led = Ledger(tmp_path / "db" / "l.db")
+    assert led.get(other)["error"] == "KeyError: <message removed by purge-uids>" and led.integrity_check() == "ok"
+
+
+def test_ledger_file_errors_and_read_only_listing(tmp_path):
+    """Issue 19 item 8: corrupt / non-SQLite / read-only ledgers give clear errors; listing and certificates work
+    read-only; an unknown method at submit lists the valid ones."""
+    from hf_unlearn.cli import main
+    from hf_unlearn.ledger import LedgerError
+
+    junk = tmp_path / "junk.db"
+    junk.write_text("this is not a database, just text " * 200)
+    with pytest.raises(LedgerError, match="junk.db.*not a usable SQLite ledger"):
+        Ledger(junk)
+    db = tmp_path / "ro" / "l.db"
+    led = Ledger(db)
+    rid = led.submit(["u1"], method="retrain")
+    with pytest.raises(
+        ValueError, match="unknown unlearning method 'grad_difff'.*grad_diff.*Did you mean 'grad_diff'"
+    ):
+        led.submit(["u1"], method="grad_difff")
+    led.mark_applied(rid, {"n": 1}, "a" * 64, "b" * 64)
+    led.close()
+    truncated = tmp_path / "trunc.db"
+    truncated.write_bytes(db.read_bytes()[:1500])
+    with pytest.raises(LedgerError, match="trunc.db"):
+        Ledger(truncated).list()
+    other = tmp_path / "other.db"
+    import sqlite3
+
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(LedgerError, match="not a hf_unlearn ledger"):
+        Ledger(other, read_only=True)
+    os.chmod(db, 0o444)
+    os.chmod(db.parent, 0o555)
+    try:
+        ro = Ledger(db, read_only=os.geteuid() == 0 or None)  # root ignores file modes: ask for read-only then
+        assert ro.read_only and [r["request_id"] for r in ro.list()] == [rid]
+        assert make_certificate(ro, rid)["request"]["request_id"] == rid
+        with pytest.raises(LedgerError, match="read-only"):
+            ro.submit(["u2"], method="retrain")
+        assert main(["ledger", "--ledger", str(db), "list"]) == 0
+        assert main(["certificate", rid, "--ledger", str(db)]) == 0
+        if os.geteuid() != 0:
+            assert main(["ledger", "--ledger", str(db), "submit", "--uids", "u3", "--method", "retrain"]) == 2
+        assert main(["ledger", "--ledger", str(junk), "list"]) == 2
+        assert main(["ledger", "--ledger", str(tmp_path / "x.db"), "submit", "--uids", "u3", "--method", "nop"]) == 2
+    finally:
+        os.chmod(db.parent, 0o755)
+        os.chmod(db, 0o644)
+
+
+_RACER = textwrap.dedent(
+    """
+    import os, sys, time, types
+    pkg = types.ModuleType("hf_unlearn"); pkg.__path__ = [os.path.join({repo!r}, "hf_unlearn")]
+    sys.modules["hf_unlearn"] = pkg
+    import torch
+    from safetensors.torch import load_file, save_file
+    from hf_unlearn.ledger import ApplyConflictError, Ledger, apply_request
+    from hf_unlearn.utils.hashing import folder_weights_hash
+
+    db, target, rid, go = sys.argv[1:5]
+    while not os.path.exists(go):  # start together
+        time.sleep(0.005)
+    led = Ledger(db)
+    state = {{}}
+
+    def hash_before():
+        state["sd"] = load_file(os.path.join(target, "model.safetensors"))
+        return folder_weights_hash(target)
+
+    def apply_fn(req):
+        time.sleep(0.5)  # a slow unlearning step: the other process runs meanwhile
+        sd = dict(state["sd"])
+        for u in req["uids"]:
+            sd[u] = torch.zeros(2)
+        return sd, {{"zeroed": req["uids"]}}
+
+    def write(sd, folder):
+        save_file(sd, str(folder / "model.safetensors"))
+
+    try:
+        rec = apply_request(led, rid, apply_fn, target=target, write_fn=write, hash_before=hash_before,
+                            disk_hash_fn=folder_weights_hash)
+        print("APPLIED", rec["hash_before"], rec["hash_after"])
+    except (ApplyConflictError, ValueError) as err:
+        print("REFUSED", err)
+    """
+)
+
+
+def _race(tmp_path: Path, rids: list[str]) -> list[str]:
+    script = tmp_path / "racer.py"
+    script.write_text(_RACER.format(repo=str(REPO)))
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "l.db"), str(tmp_path / "model"), rid, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        for rid in rids
+    ]
+    time.sleep(0.5)
+    go.write_text("go")
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+        outs.append(out.decode().strip())
+    return outs
+
+
+def _race_setup(tmp_path: Path, uids: list[str]) -> tuple[Ledger, dict[str, torch.Tensor]]:
+    sd = {u: torch.ones(2) for u in uids}
+    atomic_save(tmp_path / "model", lambda p: save_file(sd, str(p / "model.safetensors")))
+    return Ledger(tmp_path / "l.db"), sd
+
+
+def test_concurrent_applies_to_one_folder_both_land(tmp_path):
+    """Issue 19 item 1: two requests applied at once to one folder (real processes) both end up on disk."""
+    from safetensors.torch import load_file
+
+    led, _ = _race_setup(tmp_path, ["u00", "u01"])
+    target = str(tmp_path / "model")
+    r0, r1 = (led.submit([u], method="ssd", target=target) for u in ("u00", "u01"))
+    outs = _race(tmp_path, [r0, r1])
+    assert all(o.startswith("APPLIED") for o in outs), outs
+    final = load_file(str(tmp_path / "model" / "model.safetensors"))
+    assert torch.equal(final["u00"], torch.zeros(2)) and torch.equal(final["u01"], torch.zeros(2))  # none lost
+    recs = sorted((led.get(r) for r in (r0, r1)), key=lambda r: r["applied_at"])
+    assert recs[0]["hash_before"] != recs[1]["hash_before"]  # the second started from the first one's result
+    assert recs[1]["hash_before"] == recs[0]["hash_after"]
+    assert folder_weights_hash(tmp_path / "model") == recs[1]["hash_after"]
+
+
+def test_concurrent_applies_of_one_request_apply_once_and_never_fail_it(tmp_path):
+    """Issue 19 item 1: the loser of two applies of one request is refused; the request stays applied."""
+    led, _ = _race_setup(tmp_path, ["u00"])
+    rid = led.submit(["u00"], method="ssd", target=str(tmp_path / "model"))
+    outs = _race(tmp_path, [rid, rid])
+    assert sorted(o.split()[0] for o in outs) == ["APPLIED", "REFUSED"], outs
+    assert "already applied" in [o for o in outs if o.startswith("REFUSED")][0]
+    rec = led.get(rid)
+    assert rec["status"] == "applied" and rec["error"] is None
+    assert [e["status"] for e in led.events(rid)] == ["received", "applying", "applied"]
+    # a later apply is refused with the status named, and does not flip it either
+    with pytest.raises(ValueError, match="is 'applied'"):
+        apply_request(led, rid, lambda r: ({}, {}), lambda m: None)
+    assert led.get(rid)["status"] == "applied"
