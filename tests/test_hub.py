@@ -250,3 +250,150 @@ def test_cli_ledger_apply_and_certificate(bench, base, tmp_path, capsys):
     assert main(["certificate", "req-nope", "--ledger", db]) == 2
     assert "no deletion request 'req-nope'" in capsys.readouterr().err
     assert main(["ledger", "--ledger", str(tmp_path / "none.db"), "list"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------ issue 19
+def test_s3t_through_the_ledger_delete_certificate_retrain_and_errors(qa_rows, qa_texts, tmp_path, capsys):
+    """Issue 19 items 3 and 8: an S3T folder is applied by `ledger apply` (delete), certified with the exact
+    guarantee (dropped adapters, served prefixes), retrained as a recorded follow-up; corrupt folders and a wrong
+    base give clear errors naming the path."""
+    from hf_unlearn.certificate import make_certificate
+    from hf_unlearn.cli import main
+    from hf_unlearn.hub import s3t_folder_hash
+    from hf_unlearn.methods.s3t import S3TConfig, S3TModel
+
+    torch.set_num_threads(1)
+    kw = dict(texts=qa_texts, num_layers=4, hidden_size=32, vocab_size=300)
+    base, tok = hf_unlearn.tiny_causal_lm("llama", seed=0, **kw)
+    base_dir, other_dir, folder = tmp_path / "base", tmp_path / "other", tmp_path / "s3t"
+    base.save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    hf_unlearn.tiny_causal_lm("llama", seed=1, **kw)[0].save_pretrained(other_dir)
+    tok.save_pretrained(other_dir)
+    cfg = S3TConfig(n_shards=2, n_slices=2, budget=1, num_epochs=1, learning_rate=1e-2, batch_size=8, max_length=48)
+    S3TModel.train(base, tok, qa_rows, cfg).save_pretrained(folder)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in qa_rows))
+    uid = qa_rows[3]["uid"]
+    # independent reference: the same delete in memory on a copy of the folder
+    shutil.copytree(folder, tmp_path / "ref")
+    ref = S3TModel.from_pretrained(tmp_path / "ref", hf_unlearn.load_model(str(base_dir))[0])
+    ref_report = ref.delete([uid], persist=False)
+    db = str(tmp_path / "l.db")
+    assert main(["ledger", "--ledger", db, "submit", "--uids", uid, "--method", "s3t"]) == 0
+    rid = capsys.readouterr().out.strip()
+    before = s3t_folder_hash(folder)
+    # no base / a wrong base: clear errors; the request stays pending
+    assert main(["ledger", "--ledger", db, "apply", rid, "--model", str(folder)]) == 2
+    assert "pass the base model" in capsys.readouterr().err
+    led = Ledger(db)
+    # first use records the base fingerprint; afterwards another base is refused
+    assert main(["ledger", "--ledger", db, "apply", rid, "--model", str(folder), "--base-model", str(base_dir)]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    ch = rec["changes"]
+    assert rec["status"] == "applied" and rec["hash_before"] == before != rec["hash_after"] == s3t_folder_hash(folder)
+    assert ch["adapters_removed"] == sorted(ref_report["adapters_removed"]) and ch["adapters_removed"]
+    assert ch["served"] == {str(j): c for j, c in ref.served().items()}
+    assert ch["served_prefix_lengths"] == {str(j): n for j, n in ref.served_prefix_lengths().items()}
+    assert ch["n_deleted"] == 1 and ch["delete_seconds"] < 1.0 and uid not in json.dumps(rec["changes"])
+    assert sorted(p.name for p in (folder / "adapters").iterdir()) == sorted(ref.state["adapters"])
+    cert = make_certificate(led, rid)
+    assert cert["guarantee"] == "exact" and "adapters_removed" in cert["guarantee_explanation"]
+    from hf_unlearn.certificate import certificate_markdown
+
+    md = certificate_markdown(cert)
+    assert ch["adapters_removed"][0] in md and "serves" in md
+    # re-applying is refused without changing anything
+    assert main(["ledger", "--ledger", db, "apply", rid, "--model", str(folder), "--base-model", str(base_dir)]) == 2
+    assert "already applied" in capsys.readouterr().err and led.get(rid)["status"] == "applied"
+    rid2 = led.submit([qa_rows[5]["uid"]], method="s3t")
+    with pytest.raises(ValueError, match=f"{folder}.*another base model"):
+        hf_unlearn.ledger.apply_s3t(led, rid2, folder, str(other_dir))
+    assert led.get(rid2)["status"] == "received"
+    # retrain: a recorded follow-up; the cut shard serves its full prefix again
+    assert main(["ledger", "--ledger", db, "retrain", rid, "--model", str(folder), "--base-model", str(base_dir),
+                 "--train-data", str(data)]) == 0  # fmt: skip
+    fu = json.loads(capsys.readouterr().out)
+    assert fu["kind"] == "retrain" and fu["status"] == "done" and fu["hash_after"] == s3t_folder_hash(folder)
+    assert sorted(fu["details"]["retrained_adapters"]) and fu["hash_before"] == rec["hash_after"]
+    assert set(fu["details"]["served_prefix_lengths"].values()) == {2}
+    assert make_certificate(led, rid)["followups"][0]["kind"] == "retrain"
+    # corrupt inventory / truncated adapter: errors name the path
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    inv = bad / "s3t_inventory.json"
+    inv.write_text(inv.read_text()[:100])
+    with pytest.raises(ValueError, match=f"{inv}.*corrupt or truncated"):
+        hf_unlearn.ledger.apply_s3t(led, rid2, bad, str(base_dir))
+    shutil.rmtree(bad)
+    shutil.copytree(folder, bad)
+    name = sorted(p for p in (bad / "adapters").iterdir() if p.is_dir())[0]
+    (name / "adapter_model.safetensors").write_bytes(b"\x10")
+    with pytest.raises(ValueError, match=f"adapter '{name.name}' is corrupt or truncated"):
+        hf_unlearn.ledger.apply_s3t(led, rid2, bad, str(base_dir))
+    assert led.get(rid2)["status"] == "received"
+
+
+def test_tied_model_hash_recover_and_apply_after_crash_between_renames(bench, tmp_path, monkeypatch):
+    """Issue 19 item 7: the hash of a tied GPT-2 equals the hash of its save_pretrained folder, so `recover` gives a
+    real answer; after a crash between the two renames, `apply` restores the folder first and succeeds."""
+    from hf_unlearn.hub import model_weights_hash
+    from hf_unlearn.ledger import apply_unlearning
+    from hf_unlearn.pipeline import qa_corpus
+    from hf_unlearn.utils import atomic
+    from hf_unlearn.utils.hashing import folder_weights_hash
+
+    model, tok = hf_unlearn.tiny_causal_lm(
+        "gpt2", texts=qa_corpus(bench["full"]), vocab_size=300, hidden_size=32, num_layers=1, num_heads=2
+    )
+    folder = tmp_path / "gpt2"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert model_weights_hash(model) == folder_weights_hash(folder) != weights_hash(model)
+    led = Ledger(tmp_path / "l.db")
+    kw = dict(train_dataset=bench["full"], max_steps=1, batch_size=4)
+    rid = led.submit(list(bench["forget01"]["uid"]), method="grad_ascent", target=str(folder))
+    real = atomic.os.replace
+    calls = []
+
+    def crash_on_second_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated crash between the two renames")
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", crash_on_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        apply_unlearning(led, rid, str(folder), **kw)
+    monkeypatch.setattr(atomic.os, "replace", real)
+    assert not folder.exists() and led.get(rid)["status"] == "applying"
+    report = led.recover()  # restores the old folder; it holds the recorded hash_before
+    assert [(r["state"], r["action"]) for r in report] == [("not_saved", "apply")]
+    # crash again, then apply directly: it restores the folder first instead of failing on a missing path
+    calls.clear()
+    monkeypatch.setattr(atomic.os, "replace", crash_on_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        apply_unlearning(led, rid, str(folder), **kw)
+    monkeypatch.setattr(atomic.os, "replace", real)
+    assert not folder.exists()
+    rec = apply_unlearning(led, rid, str(folder), **kw)
+    assert rec["status"] == "applied" and saved_model_hash(folder) == rec["hash_after"] != rec["hash_before"]
+    with pytest.raises(FileNotFoundError, match="model folder .*nowhere.* does not exist"):
+        apply_unlearning(led, led.submit(["x"], method="grad_ascent"), str(tmp_path / "nowhere"), **kw)
+
+
+def test_push_rejects_bad_repo_ids_and_non_model_folders(saved, tmp_path):
+    """Issue 19 item 8: push validates the repo id and the folder before anything else."""
+    from hf_unlearn.cli import main
+
+    for bad in ("", "a/b/c", "-me/x", "me/x--y", "me/x.git", "me/has space", "me/" + "x" * 97):
+        with pytest.raises(ValueError, match="invalid repo id"):
+            push_to_hub(saved["root"] / "full", bad, dry_run=True, quiet=True)
+    junk = tmp_path / "notes"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=f"{junk}.*is not a model folder.*notes.txt"):
+        push_to_hub(junk, "me/model", dry_run=True, quiet=True)
+    assert main(["push", str(junk), "me/model", "--dry-run"]) == 2
+    assert main(["push", str(saved["root"] / "full"), "me//x", "--dry-run"]) == 2
+    assert push_to_hub(saved["root"] / "adapter", "me/model", dry_run=True, quiet=True)
