@@ -397,3 +397,47 @@ def test_push_rejects_bad_repo_ids_and_non_model_folders(saved, tmp_path):
     assert main(["push", str(junk), "me/model", "--dry-run"]) == 2
     assert main(["push", str(saved["root"] / "full"), "me//x", "--dry-run"]) == 2
     assert push_to_hub(saved["root"] / "adapter", "me/model", dry_run=True, quiet=True)
+
+
+def _cli_race(db: str, argvs: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Run `hf-unlearn` command lines as simultaneous real processes."""
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "hf_unlearn.cli", *a], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        for a in argvs
+    ]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in procs]
+
+
+@pytest.mark.slow  # four CLI processes: ~2 min on a shared 2-core machine; tests/test_ledger.py races the same in 3 s
+def test_cli_concurrent_ledger_applies_lose_nothing(bench, base, tmp_path):
+    """Issue 19 item 1, as a user runs it: `hf-unlearn ledger apply` twice at once on one folder (real processes).
+    Two requests: both land, the second one computed from the first one's result. One request twice: applied once,
+    the other run is refused, and the request stays applied (never failed)."""
+    _, _, base_dir = base
+    model_dir = tmp_path / "model"
+    shutil.copytree(base_dir, model_dir)
+    data = tmp_path / "train.jsonl"
+    bench["full"].to_json(str(data))
+    db = str(tmp_path / "l.db")
+    led = Ledger(db)
+    uids = list(bench["forget10"]["uid"])
+    r0 = led.submit(uids[:2], method="grad_ascent", target=str(model_dir))
+    r1 = led.submit(uids[2:4], method="grad_ascent", target=str(model_dir))
+    r2 = led.submit(uids[4:6], method="grad_ascent", target=str(model_dir))
+    opts = ["--model", str(model_dir), "--train-data", str(data), "--set", "max_steps=1", "--set", "batch_size=4"]
+    done = _cli_race(db, [["ledger", "--ledger", db, "apply", r, *opts] for r in (r0, r1)])
+    assert [p.returncode for p in done] == [0, 0], [p.stderr.decode()[-2000:] for p in done]
+    first, second = sorted((led.get(r) for r in (r0, r1)), key=lambda r: r["applied_at"])
+    assert first["status"] == second["status"] == "applied"
+    assert second["hash_before"] == first["hash_after"] != first["hash_before"]  # not both from the same model
+    assert saved_model_hash(model_dir) == second["hash_after"]
+    done = _cli_race(db, [["ledger", "--ledger", db, "apply", r2, *opts] for _ in range(2)])
+    assert sorted(p.returncode for p in done) == [0, 2], [p.stderr.decode()[-2000:] for p in done]
+    loser = [p for p in done if p.returncode == 2][0].stderr.decode()
+    assert "already applied" in loser or "another process" in loser, loser
+    rec = led.get(r2)
+    assert rec["status"] == "applied" and rec["hash_before"] == second["hash_after"]
+    assert "failed" not in [e["status"] for e in led.events(r2)]
