@@ -819,7 +819,8 @@ def apply_request(
        the temporary folder of an atomic swap of ``target``; the hash recorded in 2 is ``disk_hash_fn`` of what
        was written, and the folder's current hash is compared with ``hash_before`` right before the swap
        (compare-and-swap: a folder changed by someone else is never overwritten). With ``save_fn(new_model)``
-       (atomic itself, e.g. :func:`hf_unlearn.hub.save_unlearned`) the hash is ``hash_fn(new_model)``.
+       (atomic itself, e.g. :func:`hf_unlearn.hub.save_unlearned`) the hash is ``hash_fn(new_model)``, and the
+       folder is compared with ``hash_before`` only when ``disk_hash_fn`` is given (the two hashes must agree).
     4. One transaction marks the request ``applied``.
     A crash after 2 and before 4 is resolved by :meth:`Ledger.recover` (or by the next apply, step 0). Any other
     exception in 1-3 marks the request ``failed`` (with the error), unless another process changed it meanwhile,
@@ -910,6 +911,13 @@ def apply_request(
                     version = ledger.mark_applying(request_id, changes, hb, hash_after, expect_version=version)
             else:
                 hash_after = hash_fn(new_model)
+                if disk_hash_fn is not None and folder is not None and hb is not None:  # compare-and-swap
+                    disk = _disk_hash_or_none(disk_hash_fn, folder)
+                    if disk is not None and disk != hb:
+                        raise ApplyConflictError(
+                            f"model folder {str(folder)!r} holds a model (hash {disk[:16]}...) other than the one "
+                            f"request {request_id!r} was computed from (hash {hb[:16]}...): reload it and apply again"
+                        )
                 version = ledger.mark_applying(request_id, changes, hb, hash_after, expect_version=version)
                 save_fn(new_model)
         except ApplyConflictError:
@@ -980,7 +988,8 @@ def apply_unlearning(
 
     req = ledger.get(request_id)
     if _looks_local(model):
-        recover_folder(model)  # a crash between the two renames leaves the folder beside its name
+        with folder_lock(model):  # never while another process is between the two renames of its swap
+            recover_folder(model)  # a crash between the two renames leaves the folder beside its name
         if is_s3t_folder(model):
             return apply_s3t(ledger, request_id, model, base_model, tokenizer=tokenizer)
         if not Path(model).exists():
