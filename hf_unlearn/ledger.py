@@ -731,7 +731,7 @@ class Ledger:
         for req in self.pending():
             target = req.get("target")
             missing_target = False
-            if target:
+            if target and Path(target).absolute().parent.is_dir():
                 with folder_lock(target):
                     recover_folder(target)
                 missing_target = not Path(target).exists()
