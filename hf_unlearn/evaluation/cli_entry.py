@@ -97,6 +97,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "name": result.get("name"),
         "forget_quality": result.get("forget_quality"),
         "model_utility": result.get("model_utility"),
+        "definitions": result.get("meta", {}).get("definitions"),
     }
     for role in ("forget", "retain"):
         agg = splits.get(role, {}).get("aggregate", {})

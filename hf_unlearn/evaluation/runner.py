@@ -714,7 +714,8 @@ def evaluate_unlearning(
     Returns:
         ``{"name", "meta", "splits": {role: {"split", "aggregate", "per_item": {uid: {...}}}}, "forget_quality",
         "model_utility", "model_utility_components", "mia": {attack: {"auc", "privleak"}}, "perplexity", "cost",
-        "notes"}``. Identical numbers for the same model and inputs.
+        "notes"}``. Identical numbers for the same model and inputs (for a model with dropout, GradNorm under
+        ``"open_unlearning"`` runs in train mode and depends on the torch RNG state: seed it to repeat it).
 
     Raises:
         ValueError: no reference and ``skip_forget_quality`` False, an unknown split, or a reference computed on a
