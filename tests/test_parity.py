@@ -413,11 +413,12 @@ def muse_models():
     kw = dict(vocab_size=320, hidden_size=32, num_layers=2, num_heads=4)
     target, tok = tiny_causal_lm("llama", texts=texts, **kw)
     opt = torch.optim.AdamW(target.parameters(), lr=1e-2)
-    enc = [tok(t) for t in FORGET]
+    qa_texts = [f"Question: {q['question']}\nAnswer: {q['answer']}\n\n" for q in QA]
+    enc = [tok(t) for t in FORGET + qa_texts]
     batch = collator_for(tok)(
         [{"input_ids": e["input_ids"], "attention_mask": e["attention_mask"], "labels": e["input_ids"]} for e in enc]
     )
-    for _ in range(20):
+    for _ in range(30):
         target(**batch).loss.backward()
         opt.step()
         opt.zero_grad()
@@ -503,6 +504,7 @@ def test_muse_verbmem_knowmem_privleak_match_muse_bench(muse_models):
                 out = out.split(word)[0]
             scores.append(scorer.score(d["answer"], out)["rougeL"].fmeasure)
         assert res[key] == pytest.approx(np.mean(scores) * 100, abs=1e-6), key
+        assert max(scores) > 0, key  # the model learnt the QA: a non-trivial comparison
 
     # PrivLeak: MUSE's AUC is 1 - ours; privleak = (AUC - AUC_retrain) / AUC_retrain * 100 on MUSE's AUCs
     for attack, muse_key in (("loss", "PPL"), ("zlib", "PPL/zlib"), ("min_k", "Min-40%")):
