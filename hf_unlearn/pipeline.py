@@ -622,7 +622,6 @@ def _evaluate_all(ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
         forget_split=ctx.forget_split,
         retain_split=retain_split,
         holdout_split=holdout_split,
-        max_length=s.max_length,
         max_new_tokens=s.eval_max_new_tokens,
         batch_size=32,
         gradnorm=s.eval_gradnorm,

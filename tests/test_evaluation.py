@@ -126,6 +126,13 @@ def test_missing_or_mismatched_reference_raises(model_tok, bench, tmp_path):
         evaluate_unlearning(model, tok, bench, reference=tmp_path / "missing.json", **EVAL_KW)
     with pytest.raises(ValueError, match="forget split"):
         evaluate_unlearning(model, tok, bench, reference={"splits": {"forget": {"split": "forget01"}}}, **EVAL_KW)
+    # a gold result computed under other metric definitions (or an old report without them) is refused
+    for meta in ({"definitions": "paper"}, {"report_version": 1}):
+        ref = {"meta": meta, "splits": {"forget": {"split": "forget10"}}}
+        with pytest.raises(ValueError, match="definitions"):
+            evaluate_unlearning(model, tok, bench, reference=ref, **EVAL_KW)
+    with pytest.raises(ValueError, match="did you mean 'paper'"):
+        evaluate_unlearning(model, tok, bench, skip_forget_quality=True, definitions="paprer", **EVAL_KW)
     with pytest.raises(ValueError, match="splits"):
         evaluate_unlearning(model, tok, bench, skip_forget_quality=True, forget_split="forget05", **EVAL_KW)
 

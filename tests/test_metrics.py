@@ -88,26 +88,49 @@ def test_model_utility_is_harmonic_mean_and_zero_when_any_component_is_zero():
 
 
 # ------------------------------------------------------------------------------------------------ memorization
-def test_exact_memorization_counts_only_label_positions():
+def test_exact_memorization_paper_counts_every_label_position():
     preds = np.array([[7, 1, 2, 9], [7, 5, 5, 5]])
     labels = np.array([[-100, 1, 2, 3], [-100, -100, 5, -100]])
-    assert M.exact_memorization(preds, labels).tolist() == pytest.approx([2 / 3, 1.0])
+    assert M.exact_memorization(preds, labels, "paper").tolist() == pytest.approx([2 / 3, 1.0])
     # one-token answers, ragged lists
-    assert M.exact_memorization([[4], [3]], [[4], [5]]).tolist() == [1.0, 0.0]
+    assert M.exact_memorization([[4], [3]], [[4], [5]], "paper").tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="no label position"):
-        M.exact_memorization([[1, 2]], [[-100, -100]])
+        M.exact_memorization([[1, 2]], [[-100, -100]], "paper")
 
 
-def test_extraction_strength_suffix_definition():
+def test_exact_memorization_open_unlearning_drops_the_last_label_token():
+    preds = np.array([[7, 1, 2, 9], [7, 5, 5, 5], [0, 1, 9, 4]])
+    labels = np.array([[-100, 1, 2, 3], [-100, -100, 5, -100], [-100, 1, 2, 3]])
+    # row 0: positions 1, 2 scored (the wrong last one is dropped) -> 1.0; row 1: nothing left -> NaN (OU: None)
+    out = M.exact_memorization(preds, labels)
+    assert out[0] == 1.0 and np.isnan(out[1]) and out[2] == 0.5
+    assert M.exact_memorization(preds, labels, definition="open_unlearning")[2] == 0.5
+    with pytest.raises(ValueError, match="did you mean 'paper'"):
+        M.exact_memorization(preds, labels, definition="papers")
+
+
+def test_extraction_strength_paper_suffix_definition():
     labels = [[1, 2, 3, 4]]
-    assert M.extraction_strength([[1, 2, 3, 4]], labels).tolist() == [1.0]  # all match: k* = 0
-    assert M.extraction_strength([[9, 2, 3, 4]], labels).tolist() == [0.75]  # k* = 1
-    assert M.extraction_strength([[1, 2, 9, 4]], labels).tolist() == [0.25]  # k* = 3
-    assert M.extraction_strength([[1, 2, 3, 9]], labels).tolist() == [0.0]  # last wrong: k* = N
+    es = lambda p, lab: M.extraction_strength(p, lab, definition="paper").tolist()  # noqa: E731
+    assert es([[1, 2, 3, 4]], labels) == [1.0]  # all match: k* = 0
+    assert es([[9, 2, 3, 4]], labels) == [0.75]  # k* = 1
+    assert es([[1, 2, 9, 4]], labels) == [0.25]  # k* = 3
+    assert es([[1, 2, 3, 9]], labels) == [0.0]  # last wrong: k* = N
     # ignored positions do not count, and the index is over label positions only
-    assert M.extraction_strength([[0, 9, 2, 3, 0]], [[-100, 1, 2, 3, -100]]).tolist() == pytest.approx([2 / 3])
+    assert es([[0, 9, 2, 3, 0]], [[-100, 1, 2, 3, -100]]) == pytest.approx([2 / 3])
     # one-token answer
-    assert M.extraction_strength([[5], [6]], [[5], [5]]).tolist() == [1.0, 0.0]
+    assert es([[5], [6]], [[5], [5]]) == [1.0, 0.0]
+
+
+def test_extraction_strength_open_unlearning_drops_eos_and_gives_one_over_n():
+    labels = [[1, 2, 3, 4, 2]]  # the last label (2) plays the EOS: never scored
+    es = lambda p: M.extraction_strength(p, labels).tolist()  # noqa: E731
+    assert es([[1, 2, 3, 4, 9]]) == [1.0]  # a wrong EOS does not matter
+    assert es([[9, 2, 3, 4, 2]]) == [0.75]  # k = 1 of N = 4
+    assert es([[1, 2, 3, 9, 2]]) == [0.25]  # last scored token wrong: 1/N, not 0
+    assert es([[1, 2, 9, 4, 2]]) == [0.25]  # only the last scored token right: also 1/N
+    # a one-token answer has nothing left after the drop: 0, as in OpenUnlearning
+    assert M.extraction_strength([[5]], [[5]]).tolist() == [0.0]
 
 
 # ------------------------------------------------------------------------------------------------ MIA scores
@@ -123,21 +146,29 @@ def test_loss_zlib_reference_scores():
         M.zlib_scores([1.0], ["a", "b"])
 
 
+def test_min_k_open_unlearning_drops_the_last_token():
+    lp = np.array([[-1.0, -3.0, -2.0, -0.5, -0.1, -9.0], [-2.0, -7.0, 0.0, 0.0, 0.0, 0.0]])
+    mask = np.array([[1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]], dtype=bool)
+    # row 0: the -9 (last) is dropped, int(0.4 * 5) = 2 lowest of the rest; row 1: nothing left -> 0 (OU)
+    assert M.min_k_scores(lp, k=0.4, mask=mask).tolist() == pytest.approx([2.5, 0.0])
+    assert M.min_k_scores(lp, k=0.4, mask=mask, definition="paper").tolist() == pytest.approx([6.0, 2.0])
+
+
 def test_min_k_hand_computed_with_padding_ties_and_one_token():
     lp = np.array([[-1.0, -3.0, -2.0, -0.5, -0.1], [-2.0, 0.0, 0.0, 0.0, 0.0], [-1.0, -1.0, -1.0, -1.0, -4.0]])
     mask = np.array([[1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
-    out = M.min_k_scores(lp, k=0.4, mask=mask)
+    out = M.min_k_scores(lp, k=0.4, mask=mask, definition="paper")
     # row 0: floor(0.4*5)=2 lowest = -3, -2; row 1: one token (at least one); row 2: -4 and one of the tied -1s
     assert out.tolist() == pytest.approx([2.5, 2.0, 2.5])
     # padding values never leak in, whatever they are
     lp2 = lp.copy()
     lp2[1, 1:] = -100.0
-    assert M.min_k_scores(lp2, k=0.4, mask=mask).tolist() == pytest.approx(out.tolist())
+    assert M.min_k_scores(lp2, k=0.4, mask=mask, definition="paper").tolist() == pytest.approx(out.tolist())
     # ragged input == padded + mask
     ragged = [lp[0], lp[1, :1], lp[2]]
-    assert M.min_k_scores(ragged, k=0.4).tolist() == pytest.approx(out.tolist())
+    assert M.min_k_scores(ragged, k=0.4, definition="paper").tolist() == pytest.approx(out.tolist())
     # k = 1 is the LOSS-like mean of all tokens
-    assert M.min_k_scores([[-1.0, -3.0]], k=1.0).tolist() == [2.0]
+    assert M.min_k_scores([[-1.0, -3.0]], k=1.0, definition="paper").tolist() == [2.0]
     with pytest.raises(ValueError, match="k must be"):
         M.min_k_scores(lp, k=0.0)
     with pytest.raises(ValueError, match="no token"):
@@ -158,10 +189,13 @@ def test_min_k_plus_plus_stats_and_scores_match_a_hand_computation():
             assert sigma[b, t].item() == pytest.approx(math.sqrt(max(v, 1e-6)), rel=1e-4)
     ids = torch.tensor([[1, 4, 7], [2, 2, 10]])
     tok_lp = logp.gather(-1, ids[..., None])[..., 0]
-    scores = M.min_k_plus_plus_scores(tok_lp, mu, sigma, k=0.4)
+    scores = M.min_k_plus_plus_scores(tok_lp, mu, sigma, k=0.4, definition="paper")
     z = ((tok_lp - mu.double()) / sigma.double()).numpy()
     expected = [-np.sort(z[b])[:1].mean() for b in range(2)]  # floor(0.4*3) = 1 token
     assert scores.tolist() == pytest.approx(expected, rel=1e-5)
+    # open_unlearning (default): the last token of each row is left out
+    scores = M.min_k_plus_plus_scores(tok_lp, mu, sigma, k=0.4)
+    assert scores.tolist() == pytest.approx([-np.sort(z[b, :2])[:1].mean() for b in range(2)], rel=1e-5)
     # a degenerate (one-hot) distribution: the variance clamp keeps sigma finite
     _, s = M.min_k_plus_plus_stats(torch.tensor([[0.0, -1e4, -1e4]]))
     assert s.item() == pytest.approx(1e-3)

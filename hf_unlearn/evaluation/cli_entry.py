@@ -51,7 +51,15 @@ def add_evaluate_subparser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--holdout-split", default=None, help="Default: holdout<pct>.")
     e.add_argument("--max-new-tokens", type=int, default=200, help="Greedy generation length for ROUGE (TOFU: 200).")
     e.add_argument("--batch-size", type=int, default=16, help="Per-process batch size.")
-    e.add_argument("--max-length", type=int, default=128, help="Tokenization limit (prompt + answer).")
+    e.add_argument(
+        "--max-length", type=int, default=512, help="Tokenization limit (prompt + answer; OpenUnlearning 512)."
+    )
+    e.add_argument(
+        "--definitions",
+        default="open_unlearning",
+        choices=["open_unlearning", "paper"],
+        help="Metric definitions: OpenUnlearning's numbers (default) or the papers' (docs/metrics.md).",
+    )
     e.add_argument("--template", default="plain", choices=["plain", "chat"], help="Prompt template used in training.")
     e.add_argument("--retain-max-items", type=int, default=400, help="Retain items evaluated (0: all).")
     e.add_argument("--no-generation", dest="generation", action="store_false", help="Skip generation and ROUGE.")
@@ -89,6 +97,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "name": result.get("name"),
         "forget_quality": result.get("forget_quality"),
         "model_utility": result.get("model_utility"),
+        "definitions": result.get("meta", {}).get("definitions"),
     }
     for role in ("forget", "retain"):
         agg = splits.get(role, {}).get("aggregate", {})
@@ -133,6 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         template=args.template,
         retain_max_items=args.retain_max_items or None,
         gradnorm=args.gradnorm,
+        definitions=args.definitions,
         name=args.name or str(args.model),
     )
     if not PartialState().is_main_process:

@@ -8,8 +8,14 @@ Conventions:
     * Per-item functions return a float64 numpy array with one value per item; aggregate functions return a float.
     * Token-level inputs are padded 2-D arrays ``[n_items, n_tokens]`` with a boolean ``mask`` (or, for id arrays,
       label ``-100`` at padding), or a ragged list of 1-D sequences, which is padded for you.
-    * MIA scores follow the "higher = looks less like a training member" convention; with forget items labelled 0
-      and holdout items labelled 1, an AUC near 0.5 means the forget set is indistinguishable from unseen data.
+    * MIA scores follow the "higher = looks less like a training member" convention (forget items labelled 0,
+      holdout items labelled 1). An AUC near 1 means the forget set still looks memorised; the ideal AUC after
+      unlearning is the gold retain model's AUC on the same data (often near, but not exactly, 0.5).
+    * ``definition`` selects between two published variants where they differ (see docs/metrics.md):
+      ``"open_unlearning"`` (the default: the numbers of locuslab/open-unlearning, which drops the final label token,
+      the EOS, from exact memorization, extraction strength, Min-K%, Min-K%++ and GradNorm, and gives extraction
+      strength 1/N when only the last token is wrong) and ``"paper"`` (every label token is scored; extraction
+      strength 0 when the last token is wrong, as in Carlini et al. / the OpenUnlearning paper's formula).
 
 Example:
     >>> import numpy as np
@@ -32,9 +38,15 @@ import torch
 
 IGNORE_INDEX = -100
 _EPS = 1e-10  # the epsilon TOFU / OpenUnlearning put in the normalised probability and privleak denominators
+DEFINITIONS = ("open_unlearning", "paper")
+DEFAULT_DEFINITION = "open_unlearning"
 
 __all__ = [
     "IGNORE_INDEX",
+    "DEFINITIONS",
+    "DEFAULT_DEFINITION",
+    "check_definition",
+    "drop_last_label",
     "probability",
     "normalised_probability",
     "rouge_scores",
@@ -57,6 +69,10 @@ __all__ = [
     "perplexity",
     "causal_shift",
     "pad_ragged",
+    "verbmem",
+    "knowmem",
+    "cut_at_stop_strings",
+    "MUSE_KNOWMEM_STOP",
 ]
 
 
@@ -78,6 +94,43 @@ def _vector(x: Any, name: str, allow_empty: bool = False) -> np.ndarray:
     if np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN at items {np.flatnonzero(np.isnan(arr))[:5].tolist()}")
     return arr
+
+
+def check_definition(definition: str) -> str:
+    """Validate a metric ``definition`` name (``"open_unlearning"`` or ``"paper"``) and return it.
+
+    Raises:
+        ValueError: for any other name, suggesting the closest valid one.
+
+    Example:
+        >>> check_definition("paper")
+        'paper'
+    """
+    if definition not in DEFINITIONS:
+        import difflib
+
+        close = difflib.get_close_matches(str(definition), DEFINITIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown metric definition {definition!r}{hint}; valid choices: {list(DEFINITIONS)}")
+    return definition
+
+
+def drop_last_label(mask: Any) -> np.ndarray:
+    """Copy of a boolean ``[n, t]`` mask with the last True position of every row set to False.
+
+    This is OpenUnlearning's "ignore the EOS prediction": the final label token of each item is not scored.
+
+    Example:
+        >>> drop_last_label([[True, True, True, False], [False, True, False, False]]).tolist()
+        [[True, True, False, False], [False, False, False, False]]
+    """
+    m = _to_numpy(mask, bool).copy()
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D [n_items, n_tokens], got shape {m.shape}")
+    rows = np.flatnonzero(m.any(axis=1))
+    last = m.shape[1] - 1 - np.argmax(m[rows, ::-1], axis=1)
+    m[rows, last] = False
+    return m
 
 
 def pad_ragged(seqs: Any, pad_value: float, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
@@ -177,8 +230,10 @@ def normalised_probability(avg_nll_true: Any, avg_nll_perturbed: Any) -> np.ndar
 def truth_ratio(correct_avg_nll: Any, wrong_avg_nll: Any) -> np.ndarray:
     """Per-item truth ratio ``R = P_wrong / P_correct`` (TOFU).
 
-    ``P_correct = exp(-avgNLL(paraphrased answer))`` and ``P_wrong = exp(-mean_j avgNLL(perturbed answer j))``, the
-    geometric mean of the perturbed answers' probabilities. Computed in log space: ``R = exp(c - mean_j w_j)``.
+    ``P_correct = exp(-avgNLL(correct answer))`` (the paraphrased answer on the forget and retain splits, the answer
+    itself on real authors / world facts, as in TOFU and OpenUnlearning) and ``P_wrong = exp(-mean_j avgNLL(perturbed
+    answer j))``, the geometric mean of the perturbed answers' probabilities. As in OpenUnlearning
+    (src/evals/metrics/memorization.py, ``truth_ratio``): ``R = P_wrong / (P_correct + 1e-10)``.
 
     Args:
         correct_avg_nll: ``[n]`` (or ``[n, k]``: several correct answers, their mean NLL is used).
@@ -205,11 +260,14 @@ def truth_ratio(correct_avg_nll: Any, wrong_avg_nll: Any) -> np.ndarray:
     if not present.any(axis=1).all():
         raise ValueError(f"items {np.flatnonzero(~present.any(axis=1))[:5].tolist()} have no perturbed answer")
     wrong_mean = np.where(present, wrong, 0.0).sum(axis=1) / present.sum(axis=1)
-    return np.exp(correct - wrong_mean)
+    return np.exp(-wrong_mean) / (np.exp(-correct) + _EPS)
 
 
 def truth_ratio_forget_score(ratios: Any) -> float:
-    """Forget-set truth-ratio score, "closer to 1 is better": ``mean(min(R, 1/R))`` in [0, 1].
+    """Forget-set truth-ratio score, "closer to 1 is better": ``mean(min(R, 1/(R + 1e-10)))`` in [0, 1].
+
+    Higher is better for forgetting on the TOFU forget set (1: the model cannot tell the correct answer from wrong
+    ones); compare it with the gold retain model's value.
 
     Example:
         >>> round(truth_ratio_forget_score([0.5, 2.0, 1.0]), 4)
@@ -218,8 +276,8 @@ def truth_ratio_forget_score(ratios: Any) -> float:
     r = _vector(ratios, "ratios")
     if (r < 0).any():
         raise ValueError("truth ratios must be >= 0")
-    with np.errstate(divide="ignore"):
-        return float(np.mean(np.exp(-np.abs(np.log(r)))))  # min(R, 1/R) without overflow; R=0 or inf -> 0
+    with np.errstate(divide="ignore", over="ignore"):
+        return float(np.mean(np.minimum(r, 1.0 / (r + _EPS))))  # OpenUnlearning's closer_to_1_better; inf -> 0
 
 
 def truth_ratio_retain_score(ratios: Any) -> float:
@@ -287,7 +345,9 @@ def model_utility(values: Mapping[str, float] | Iterable[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------ memorization metrics
-def _ids_pair(pred_ids: Any, label_ids: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ids_pair(pred_ids: Any, label_ids: Any, definition: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded ``(preds, labels, valid)``; under ``"open_unlearning"`` the last label position is not valid."""
+    check_definition(definition)
     preds, _ = pad_ragged(pred_ids, IGNORE_INDEX, dtype=np.int64)
     labels, _ = pad_ragged(label_ids, IGNORE_INDEX, dtype=np.int64)
     if preds.shape != labels.shape:
@@ -296,44 +356,69 @@ def _ids_pair(pred_ids: Any, label_ids: Any) -> tuple[np.ndarray, np.ndarray, np
     empty = ~valid.any(axis=1)
     if empty.any():
         raise ValueError(f"items {np.flatnonzero(empty)[:5].tolist()} have no label position (all -100)")
+    if definition == "open_unlearning":
+        valid = drop_last_label(valid)
     return preds, labels, valid
 
 
-def exact_memorization(pred_ids: Any, label_ids: Any) -> np.ndarray:
-    """Per-item teacher-forced accuracy: the fraction of label positions (label != -100) where argmax == label.
+def exact_memorization(pred_ids: Any, label_ids: Any, definition: str = DEFAULT_DEFINITION) -> np.ndarray:
+    """Per-item teacher-forced accuracy: the fraction of scored label positions where argmax == label.
+
+    Higher = more memorised; on the forget set lower is better after unlearning (ideal: the gold retain model's value).
 
     Args:
         pred_ids: ``[n, t]`` teacher-forced argmax ids ALIGNED with ``label_ids`` (``pred_ids[i, t]`` is the model's
             prediction for ``label_ids[i, t]``: shift the logits first, see :func:`causal_shift`), or a ragged list.
         label_ids: ``[n, t]`` target ids with -100 where there is nothing to predict.
+        definition: ``"open_unlearning"`` (default) leaves out the last label position of each item (the EOS), as
+            OpenUnlearning does; an item left with no position is NaN (OpenUnlearning: None, left out of the mean).
+            ``"paper"`` scores every label position.
 
     Example:
-        >>> exact_memorization([[5, 6, 9, 0]], [[-100, 6, 7, -100]]).tolist()
+        >>> exact_memorization([[5, 6, 9, 0]], [[-100, 6, 7, -100]], definition="paper").tolist()
         [0.5]
+        >>> exact_memorization([[5, 6, 9, 0]], [[-100, 6, 7, -100]]).tolist()  # the last label (7) is not scored
+        [1.0]
     """
-    preds, labels, valid = _ids_pair(pred_ids, label_ids)
-    return ((preds == labels) & valid).sum(axis=1) / valid.sum(axis=1)
+    preds, labels, valid = _ids_pair(pred_ids, label_ids, definition)
+    n = valid.sum(axis=1)
+    hits = ((preds == labels) & valid).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, hits / np.maximum(n, 1), np.nan)
 
 
-def extraction_strength(pred_ids: Any, label_ids: Any) -> np.ndarray:
-    """Per-item extraction strength ``1 - k*/N`` (lower is better on the forget set).
+def extraction_strength(pred_ids: Any, label_ids: Any, definition: str = DEFAULT_DEFINITION) -> np.ndarray:
+    """Per-item extraction strength ``1 - k/N``: the longest correctly predicted suffix, as a fraction.
 
-    Over the N label positions of an item (in order), ``k*`` is the smallest k such that the teacher-forced argmax
-    matches the labels at every position k..N-1: 1 when every token is predicted, 0 when the last one is wrong.
+    Higher = more extractable; on the forget set lower is better after unlearning (ideal: the gold retain model's
+    value).
+
+    ``"paper"``: over the N label positions, ``k`` is the smallest index such that the teacher-forced argmax matches
+    the labels at every position k..N-1 (k = N when the last one is wrong, giving 0). ``"open_unlearning"`` (default):
+    the last label position (EOS) is dropped first, and ``k`` is searched in 0..N-1 only, so a wrong last token gives
+    ``1/N`` (OpenUnlearning's loop, src/evals/metrics/memorization.py); an item with no position left scores 0.
 
     Args:
         pred_ids: aligned teacher-forced argmax ids, as in :func:`exact_memorization`.
         label_ids: target ids, -100 where ignored.
+        definition: ``"open_unlearning"`` or ``"paper"``.
 
     Example:
-        >>> extraction_strength([[1, 9, 3, 4], [1, 2, 3, 0]], [[1, 2, 3, 4], [1, 2, 3, 4]]).tolist()
+        >>> extraction_strength([[1, 9, 3, 4], [1, 2, 3, 0]], [[1, 2, 3, 4], [1, 2, 3, 4]], "paper").tolist()
         [0.5, 0.0]
+        >>> # open_unlearning: the EOS (4) is dropped; a wrong last scored token gives 1/N = 1/3, not 0
+        >>> extraction_strength([[1, 2, 3, 9], [1, 2, 0, 4]], [[1, 2, 3, 4], [1, 2, 3, 4]]).round(4).tolist()
+        [1.0, 0.3333]
     """
-    preds, labels, valid = _ids_pair(pred_ids, label_ids)
-    position = np.cumsum(valid, axis=1)  # 1-based index among the label positions
+    preds, labels, valid = _ids_pair(pred_ids, label_ids, definition)
+    n = valid.sum(axis=1)
+    position = np.cumsum(valid, axis=1)  # 1-based index among the scored label positions
     mismatch = valid & (preds != labels)
     k_star = np.where(mismatch, position, 0).max(axis=1)  # one past the last mismatch
-    return 1.0 - k_star / valid.sum(axis=1)
+    if definition == "open_unlearning":
+        k_star = np.minimum(k_star, np.maximum(n - 1, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, 1.0 - k_star / np.maximum(n, 1), 0.0)
 
 
 # --------------------------------------------------------------------------------------------------- MIA scores
@@ -352,7 +437,9 @@ def zlib_scores(avg_nll: Any, texts: Sequence[str]) -> np.ndarray:
 
     Args:
         avg_nll: ``[n]`` mean token NLL of each text.
-        texts: the scored texts (the answer / labelled text of each sample).
+        texts: the scored texts. The runner passes what OpenUnlearning compresses: the label tokens decoded with
+            ``skip_special_tokens=True`` (src/evals/metrics/utils.py, ``extract_target_texts_from_processed_data``);
+            on MUSE text corpora, the raw text, as MUSE does.
 
     Example:
         >>> import zlib
@@ -367,19 +454,29 @@ def zlib_scores(avg_nll: Any, texts: Sequence[str]) -> np.ndarray:
     return nll / sizes
 
 
-def _lowest_k_mean(values: np.ndarray, mask: np.ndarray, k: float) -> np.ndarray:
-    """Mean of the floor(k * n) (at least 1) smallest valid values of each row; vectorised over rows and tokens."""
+def _lowest_k_mean(values: np.ndarray, mask: np.ndarray, k: float, empty_ok: bool = False) -> np.ndarray:
+    """Mean of the ``max(1, int(k * n))`` smallest valid values of each row (OpenUnlearning's ``num_k``); rows with
+    no valid value give 0 when ``empty_ok`` (OpenUnlearning's score for them), else an error."""
     if not 0 < k <= 1:
         raise ValueError(f"k must be in (0, 1], got {k}")
     n = mask.sum(axis=1)
-    if (n == 0).any():
+    if (n == 0).any() and not empty_ok:
         raise ValueError(f"items {np.flatnonzero(n == 0)[:5].tolist()} have no token to score")
     if np.isnan(values[mask]).any():
         raise ValueError("token values contain NaN at unmasked positions")
-    m = np.maximum(1, np.floor(k * n + 1e-9).astype(np.int64))  # +1e-9: k*n like 0.4*5 must floor to 2, not 1
+    m = np.maximum(1, np.floor(k * n).astype(np.int64))  # int(len * k) in Python: the same float product
     ordered = np.sort(np.where(mask, values, np.inf), axis=1)  # padding sorts last; ties give the same mean
-    picked = np.where(np.arange(ordered.shape[1])[None, :] < m[:, None], ordered, 0.0)
+    picked = np.where((np.arange(ordered.shape[1])[None, :] < m[:, None]) & (n[:, None] > 0), ordered, 0.0)
     return picked.sum(axis=1) / m
+
+
+def _scored_mask(m: np.ndarray, definition: str) -> tuple[np.ndarray, bool]:
+    check_definition(definition)
+    if definition == "open_unlearning":
+        if not m.any(axis=1).all():
+            raise ValueError(f"items {np.flatnonzero(~m.any(axis=1))[:5].tolist()} have no token to score")
+        return drop_last_label(m), True
+    return m, False
 
 
 def _token_input(token_values: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -392,22 +489,30 @@ def _token_input(token_values: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
     return values, auto_mask
 
 
-def min_k_scores(token_logprobs: Any, k: float = 0.4, mask: Any = None) -> np.ndarray:
-    """Min-K% Prob score per sample: minus the mean of the lowest ``floor(k * N)`` token log-probs (at least one).
+def min_k_scores(
+    token_logprobs: Any, k: float = 0.4, mask: Any = None, definition: str = DEFAULT_DEFINITION
+) -> np.ndarray:
+    """Min-K% Prob score per sample: minus the mean of the lowest ``max(1, int(k * N))`` token log-probs.
 
     Args:
-        token_logprobs: ``[n, t]`` log p(x_t | x_<t) of each scored token (padded), or a ragged list.
-        k: fraction of tokens to keep (0.4 as in MUSE / OpenUnlearning).
+        token_logprobs: ``[n, t]`` log p(x_t | x_<t) of each label token (padded), or a ragged list.
+        k: fraction of tokens to keep (0.4 as in MUSE / OpenUnlearning's TOFU and MUSE configs).
         mask: ``[n, t]`` bool, True at real tokens (default: all positions of a 2-D input).
+        definition: ``"open_unlearning"`` (default) leaves out each item's last token (the EOS); an item with no
+            token left scores 0, as in OpenUnlearning. ``"paper"`` scores every token (MUSE's text corpora, which
+            carry no EOS, use this).
 
     Example:
-        >>> min_k_scores([[-1.0, -3.0, -2.0, -0.5, -0.1]], k=0.4).tolist()  # lowest 2 of 5: -3, -2
+        >>> min_k_scores([[-1.0, -3.0, -2.0, -0.5, -0.1]], k=0.4, definition="paper").tolist()  # lowest 2: -3, -2
         [2.5]
-        >>> min_k_scores([[-2.0], [-1.0, -1.0, -1.0]], k=0.4).tolist()  # at least one token; ties
+        >>> min_k_scores([[-2.0], [-1.0, -1.0, -1.0]], k=0.4, definition="paper").tolist()  # at least one; ties
         [2.0, 1.0]
+        >>> min_k_scores([[-1.0, -3.0, -2.0, -0.5, -0.1]], k=0.4).tolist()  # the last token is dropped: -3 only
+        [3.0]
     """
     values, m = _token_input(token_logprobs, mask)
-    return -_lowest_k_mean(values, m, k)
+    m, empty_ok = _scored_mask(m, definition)
+    return -_lowest_k_mean(values, m, k, empty_ok)
 
 
 def min_k_plus_plus_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -433,8 +538,10 @@ def min_k_plus_plus_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return mu, var.clamp_min(1e-6).sqrt()
 
 
-def min_k_plus_plus_scores(token_logprobs: Any, mu: Any, sigma: Any, k: float = 0.4, mask: Any = None) -> np.ndarray:
-    """Min-K%++ score per sample: z_t = (log p(x_t) - mu_t) / sigma_t, minus the mean of the lowest floor(k*N) z.
+def min_k_plus_plus_scores(
+    token_logprobs: Any, mu: Any, sigma: Any, k: float = 0.4, mask: Any = None, definition: str = DEFAULT_DEFINITION
+) -> np.ndarray:
+    """Min-K%++ score per sample: z_t = (log p(x_t) - mu_t) / sigma_t, minus the mean of the lowest int(k*N) z.
 
     Args:
         token_logprobs: ``[n, t]`` (or ragged) log-probs of the actual tokens.
@@ -442,10 +549,11 @@ def min_k_plus_plus_scores(token_logprobs: Any, mu: Any, sigma: Any, k: float = 
         sigma: same shape, ``sigma_t`` (already clamped) from :func:`min_k_plus_plus_stats`.
         k: fraction of tokens kept.
         mask: True at real tokens.
+        definition: as in :func:`min_k_scores` (default: the last token of each item is left out).
 
     Example:
-        >>> min_k_plus_plus_scores([[-1.0, -3.0]], mu=[[-1.0, -1.0]], sigma=[[1.0, 2.0]], k=0.5).tolist()
-        [1.0]
+        >>> min_k_plus_plus_scores([[-1.0, -3.0]], mu=[[-1.0, -1.0]], sigma=[[1.0, 2.0]], k=0.5, definition="paper")
+        array([1.])
     """
     lp, m = _token_input(token_logprobs, mask)
     mu_arr, _ = _token_input(mu, None)
@@ -453,7 +561,8 @@ def min_k_plus_plus_scores(token_logprobs: Any, mu: Any, sigma: Any, k: float = 
     if mu_arr.shape != lp.shape or sigma_arr.shape != lp.shape:
         raise ValueError(f"mu {mu_arr.shape} and sigma {sigma_arr.shape} must match token_logprobs {lp.shape}")
     z = (lp - mu_arr) / np.where(m, sigma_arr, 1.0)
-    return -_lowest_k_mean(z, m, k)
+    m, empty_ok = _scored_mask(m, definition)
+    return -_lowest_k_mean(z, m, k, empty_ok)
 
 
 def reference_scores(avg_nll_target: Any, avg_nll_reference: Any) -> np.ndarray:
@@ -473,7 +582,9 @@ def reference_scores(avg_nll_target: Any, avg_nll_reference: Any) -> np.ndarray:
 def mia_auc(forget_scores: Any, holdout_scores: Any) -> float:
     """ROC AUC of separating forget (label 0) from holdout (label 1) samples by an MIA score (higher = holdout).
 
-    0.5 is ideal after unlearning; near 1 means the forget set still looks memorised.
+    OpenUnlearning's orientation (src/evals/metrics/mia/utils.py): near 1 means the forget set still looks
+    memorised, near 0 that it looks *less* familiar than unseen data (over-unlearning). The ideal value is not 0.5
+    but the gold retain model's AUC on the same forget / holdout items (compare with :func:`privleak`).
 
     Example:
         >>> mia_auc([0.1, 0.2], [0.8, 0.9])
@@ -490,10 +601,12 @@ def mia_auc(forget_scores: Any, holdout_scores: Any) -> float:
 
 
 def privleak(auc: float, auc_retain: float) -> float:
-    """MUSE PrivLeak (in %): ``((1 - AUC) - (1 - AUC_retain)) / (1 - AUC_retain + 1e-10) * 100``.
+    """MUSE PrivLeak (in %): the relative change of ``1 - AUC`` against the gold retain model,
+    ``((1 - AUC) - (1 - AUC_retain)) / (1 - AUC_retain + 1e-10) * 100``.
 
-    ~0 is ideal; strongly negative means under-unlearned (forget set still looks like members), strongly positive
-    means over-unlearned.
+    MUSE reports AUCs as ``1 - AUC`` of :func:`mia_auc` (its forget set is the positive class), hence the ``1 -``.
+    0 is ideal (the unlearned model leaks as much as the gold model); strongly negative means under-unlearned (the
+    forget set still looks like members), strongly positive means over-unlearned.
 
     Example:
         >>> round(privleak(0.5, 0.5), 6)
@@ -575,3 +688,64 @@ def rouge_scores(preds: Sequence[str], golds: Sequence[str], use_stemmer: bool =
         out["rouge1_recall"][i], out["rouge1_f1"][i] = s["rouge1"].recall, s["rouge1"].fmeasure
         out["rougeL_recall"][i], out["rougeL_f1"][i] = s["rougeL"].recall, s["rougeL"].fmeasure
     return out
+
+
+# ----------------------------------------------------------------------------------------------------- MUSE
+MUSE_KNOWMEM_STOP = ("\n\n", "\nQuestion", "Question:")  # MUSE metrics/knowmem.py cuts answers at these
+
+
+def cut_at_stop_strings(text: str, stop_strings: Sequence[str]) -> str:
+    """Keep the part of ``text`` before the first occurrence of each stop string, applied in order (MUSE's cut).
+
+    Example:
+        >>> cut_at_stop_strings("Paris\\n\\nQuestion: next", MUSE_KNOWMEM_STOP)
+        'Paris'
+    """
+    for stop in stop_strings:
+        if stop:
+            text = text.split(stop)[0]
+    return text
+
+
+def verbmem(outputs: Sequence[str], ground_truths: Sequence[str]) -> np.ndarray:
+    """MUSE VerbMem per item: ROUGE-L F1 (``use_stemmer=False``) of a greedy continuation against the true one.
+
+    MUSE (swj0419/muse_bench, metrics/verbmem.py and metrics/logger.py) generates 128 new tokens from the prompt,
+    cuts the ground truth to its first 128 tokens and reports ``mean * 100``. Higher = more verbatim memorisation;
+    on the forget set lower is better after unlearning, ideal: the gold retain model's value.
+
+    Args:
+        outputs: the model's continuations (decoded new tokens).
+        ground_truths: the true continuations (already cut to the generation budget).
+
+    Returns:
+        ``[n]`` ROUGE-L F1 in [0, 1].
+
+    Example:
+        >>> verbmem(["the cat sat on", ""], ["the cat sat on the mat", "x"]).round(4).tolist()
+        [0.8, 0.0]
+    """
+    return rouge_scores(outputs, ground_truths, use_stemmer=False)["rougeL_f1"]
+
+
+def knowmem(
+    outputs: Sequence[str], answers: Sequence[str], stop_strings: Sequence[str] = MUSE_KNOWMEM_STOP
+) -> np.ndarray:
+    """MUSE KnowMem per item: ROUGE-L F1 (``use_stemmer=False``) of a few-shot answer, cut at MUSE's stop strings.
+
+    MUSE (metrics/knowmem.py) generates 32 new tokens after ``Question: ...\\nAnswer: `` preceded by in-context
+    examples, keeps the text before ``"\\n\\n"``, ``"\\nQuestion"`` and ``"Question:"``, and reports ``mean * 100``.
+    Higher = more knowledge; on the forget QA lower is better after unlearning (ideal: the gold model's value), on the
+    retain QA higher is better.
+
+    Args:
+        outputs: raw decoded generations (the cut is applied here).
+        answers: gold answers.
+        stop_strings: cut points (default MUSE's).
+
+    Example:
+        >>> knowmem(["Paris\\n\\nQuestion: x", "Rome"], ["Paris", "Madrid"]).tolist()
+        [1.0, 0.0]
+    """
+    cut = [cut_at_stop_strings(str(o), stop_strings) for o in outputs]
+    return rouge_scores(cut, answers, use_stemmer=False)["rougeL_f1"]

@@ -16,24 +16,44 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json", "load_results", "markdown_table", "markdown_report", "plot_tradeoff", "write_report"]
+__all__ = [
+    "write_json",
+    "load_results",
+    "markdown_table",
+    "muse_table",
+    "markdown_report",
+    "plot_tradeoff",
+    "write_report",
+]
 
-# (header, path into the result) for the markdown table
+# (header, path into the result) for the markdown table. Directions (docs/metrics.md): "higher" / "lower" = better
+# after unlearning; "gold" = the ideal is the gold retain model's value, not a fixed number.
 COLUMNS: list[tuple[str, tuple[str, ...]]] = [
-    ("forget quality", ("forget_quality",)),
-    ("model utility", ("model_utility",)),
-    ("forget prob", ("splits", "forget", "aggregate", "probability")),
-    ("forget ROUGE-L", ("splits", "forget", "aggregate", "rougeL_recall")),
-    ("forget truth ratio", ("splits", "forget", "aggregate", "truth_ratio")),
-    ("forget EM", ("splits", "forget", "aggregate", "exact_memorization")),
-    ("forget ES", ("splits", "forget", "aggregate", "extraction_strength")),
-    ("retain prob", ("splits", "retain", "aggregate", "probability")),
-    ("retain ROUGE-L", ("splits", "retain", "aggregate", "rougeL_recall")),
-    ("MIA AUC (Min-K)", ("mia", "min_k", "auc")),
-    ("privleak (Min-K)", ("mia", "min_k", "privleak")),
+    ("forget quality (higher)", ("forget_quality",)),
+    ("model utility (higher)", ("model_utility",)),
+    ("forget prob (lower, ideal gold)", ("splits", "forget", "aggregate", "probability")),
+    ("forget ROUGE-L (lower, ideal gold)", ("splits", "forget", "aggregate", "rougeL_recall")),
+    ("forget truth ratio (ideal gold)", ("splits", "forget", "aggregate", "truth_ratio")),
+    ("forget EM (lower, ideal gold)", ("splits", "forget", "aggregate", "exact_memorization")),
+    ("forget ES (lower, ideal gold)", ("splits", "forget", "aggregate", "extraction_strength")),
+    ("retain prob (higher)", ("splits", "retain", "aggregate", "probability")),
+    ("retain ROUGE-L (higher)", ("splits", "retain", "aggregate", "rougeL_recall")),
+    ("MIA AUC Min-K (ideal gold)", ("mia", "min_k", "auc")),
+    ("privleak Min-K (ideal 0)", ("mia", "min_k", "privleak")),
     ("ppl retain", ("perplexity", "retain")),
     ("ppl holdout", ("perplexity", "holdout")),
     ("eval s", ("cost", "wall_seconds")),
+    ("definitions", ("meta", "definitions")),
+]
+
+# the MUSE report (hf_unlearn.evaluation.muse.evaluate_muse results), MUSE's four columns
+MUSE_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
+    ("VerbMem forget (lower, ideal gold)", ("verbmem_f",)),
+    ("KnowMem forget (lower, ideal gold)", ("knowmem_f",)),
+    ("KnowMem retain (higher)", ("knowmem_r",)),
+    ("PrivLeak Min-K (ideal 0)", ("privleak",)),
+    ("MIA AUC Min-K (ideal gold)", ("mia", "min_k", "auc")),
+    ("definitions", ("meta", "definitions")),
 ]
 
 
@@ -86,16 +106,31 @@ def load_results(paths: Sequence[str | os.PathLike]) -> dict[str, dict[str, Any]
     return out
 
 
-def markdown_table(results: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]]) -> str:
+def markdown_table(
+    results: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]],
+    columns: Sequence[tuple[str, tuple[str, ...]]] = COLUMNS,
+) -> str:
     """A markdown table with one row per method / model and the headline metrics as columns.
 
     Args:
         results: ``{name: result}`` or a list of results (named by their ``name`` field).
+        columns: ``(header, path into the result)`` pairs (default: the TOFU columns).
     """
-    header = "| method | " + " | ".join(h for h, _ in COLUMNS) + " |"
-    rule = "|---|" + "---|" * len(COLUMNS)
-    rows = [f"| {name} | " + " | ".join(_fmt(_get(r, p)) for _, p in COLUMNS) + " |" for name, r in _named(results)]
+    header = "| method | " + " | ".join(h for h, _ in columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
+    rows = [f"| {name} | " + " | ".join(_fmt(_get(r, p)) for _, p in columns) + " |" for name, r in _named(results)]
     return "\n".join([header, rule, *rows]) + "\n"
+
+
+def muse_table(results: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]]) -> str:
+    """The MUSE-style table (VerbMem, KnowMem forget / retain, PrivLeak) of ``evaluate_muse`` results.
+
+    Example:
+        >>> r = {"name": "npo", "verbmem_f": 12.5, "knowmem_f": 30.0, "knowmem_r": 41.0, "privleak": -5.0}
+        >>> muse_table([r]).splitlines()[2][:36]
+        '| npo | 12.5 | 30 | 41 | -5 | n/a | '
+    """
+    return markdown_table(results, MUSE_COLUMNS)
 
 
 def markdown_report(results: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]]) -> str:
@@ -112,7 +147,9 @@ def markdown_report(results: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[
         attacks += [a for a in (r.get("mia") or {}) if a not in attacks]
     lines = [markdown_table(dict(named))]
     if attacks:
-        lines.append("MIA AUC / privleak (forget vs holdout; AUC 0.5 and privleak 0 are ideal)\n")
+        lines.append(
+            "MIA AUC / privleak (forget vs holdout; privleak 0 is ideal; the ideal AUC is the gold retain model's)\n"
+        )
         lines.append("| method | " + " | ".join(attacks) + " |")
         lines.append("|---|" + "---|" * len(attacks))
         for name, r in named:
@@ -188,6 +225,7 @@ def write_report(
     named = _named(results)
     jsons = [write_json(r, out / f"{_safe(name)}.json") for name, r in named]
     md = out / f"{stem}.md"
-    md.write_text(markdown_table(dict(named)))
+    muse = bool(named) and all(r.get("benchmark") == "muse" for _, r in named)
+    md.write_text(muse_table(dict(named)) if muse else markdown_table(dict(named)))
     png = plot_tradeoff(dict(named), out / f"{stem}.png")
     return {"json": jsons, "markdown": md, "png": png}

@@ -42,6 +42,8 @@ __all__ = [
     "answer_stats",
     "generate_answers",
     "grad_norms",
+    "feature_stats",
+    "generate_continuations",
     "evaluate_split",
     "evaluate_unlearning",
     "load_result",
@@ -50,7 +52,8 @@ __all__ = [
 
 MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm", "reference")
 DEFAULT_STOP_STRINGS = ("\nQuestion:",)
-REPORT_VERSION = 1
+DEFAULT_MAX_LENGTH = 512  # OpenUnlearning's evaluation max_length (TOFU's own code: 500)
+REPORT_VERSION = 2  # 2: OpenUnlearning-parity definitions by default, recorded in meta["definitions"]
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
@@ -158,7 +161,7 @@ def answer_stats(
     *,
     token_stats: bool = True,
     batch_size: int = 16,
-    max_length: int = 128,
+    max_length: int = DEFAULT_MAX_LENGTH,
     template: str = "plain",
     accelerator: Any = None,
 ) -> dict[str, np.ndarray]:
@@ -191,10 +194,39 @@ def answer_stats(
         raise ValueError(f"got {len(questions)} questions but {len(answers)} answers")
     if len(questions) == 0:
         raise ValueError("no items to evaluate")
+    features = _encode_pairs(tokenizer, questions, answers, max_length, template)
+    return feature_stats(
+        model, tokenizer, features, token_stats=token_stats, batch_size=batch_size, accelerator=accelerator
+    )
+
+
+def feature_stats(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    features: Sequence[Mapping[str, Any]],
+    *,
+    token_stats: bool = True,
+    batch_size: int = 16,
+    accelerator: Any = None,
+) -> dict[str, np.ndarray]:
+    """The statistics of :func:`answer_stats` for already encoded sequences (``input_ids``, ``attention_mask``,
+    ``labels`` with -100 where nothing is scored), e.g. whole texts of a MUSE corpus.
+
+    Example:
+        >>> from hf_unlearn.models import tiny_causal_lm
+        >>> model, tok = tiny_causal_lm("gpt2", texts=["some text"] * 4, num_layers=1, vocab_size=270)
+        >>> ids = tok("some text")["input_ids"]
+        >>> out = feature_stats(model, tok, [{"input_ids": ids, "attention_mask": [1] * len(ids),
+        ...                                   "labels": [-100] + ids[1:]}])
+        >>> int(out["n_tokens"][0]) == len(ids) - 1
+        True
+    """
+    if len(features) == 0:
+        raise ValueError("no items to evaluate")
     acc = _accelerator(accelerator)
     device = _prepare_model(model, acc)
-    features = _encode_pairs(tokenizer, questions, answers, max_length, template)
-    width = max_length  # fixed width so every process gathers tensors of the same shape
+    features = [dict(f) for f in features]
+    width = max(len(f["input_ids"]) for f in features)  # the same on every process: one gathered shape
 
     def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         input_ids = batch["input_ids"].to(device)
@@ -258,7 +290,7 @@ def generate_answers(
     *,
     max_new_tokens: int = 200,
     batch_size: int = 16,
-    max_length: int = 128,
+    max_length: int = DEFAULT_MAX_LENGTH,
     template: str = "plain",
     stop_strings: Sequence[str] = DEFAULT_STOP_STRINGS,
     accelerator: Any = None,
@@ -274,21 +306,63 @@ def generate_answers(
         >>> len(outs), all(isinstance(o, str) for o in outs)
         (2, True)
     """
+    if len(questions) == 0:
+        raise ValueError("no questions to answer")
+    prompts = []
+    for q in questions:  # the training prompt: everything encode_qa does not label
+        enc = encode_qa(tokenizer, q, "x", max_length=max_length, template=template, add_eos=False)
+        prompts.append([t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab == IGNORE_INDEX])
+    texts = generate_continuations(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, accelerator=accelerator
+    )
+    cut = []
+    for text in texts:
+        for stop in stop_strings:
+            if stop and stop in text:
+                text = text[: text.index(stop)]
+        cut.append(text.strip())
+    return cut
+
+
+def generate_continuations(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 200,
+    batch_size: int = 16,
+    clean_up_tokenization_spaces: bool | None = None,
+    accelerator: Any = None,
+) -> list[str]:
+    """Greedy continuations of token-id prompts (do_sample False, left padding, batched), decoded with
+    ``skip_special_tokens=True`` up to the first EOS; no stop-string cut and no stripping.
+
+    Args:
+        prompts: one list of token ids per item (include the BOS if the model expects one).
+        max_new_tokens: generation budget.
+        batch_size: prompts per ``generate`` call (per process).
+        clean_up_tokenization_spaces: passed to ``batch_decode`` (None: the tokenizer's default; MUSE uses True).
+
+    Example:
+        >>> from hf_unlearn.models import tiny_causal_lm
+        >>> model, tok = tiny_causal_lm("llama", texts=["once upon a time"] * 4, num_layers=1, vocab_size=280)
+        >>> outs = generate_continuations(model, tok, [tok("once upon")["input_ids"]], max_new_tokens=3)
+        >>> len(outs), isinstance(outs[0], str)
+        (1, True)
+    """
     from transformers import GenerationConfig
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if len(questions) == 0:
-        raise ValueError("no questions to answer")
+    if len(prompts) == 0:
+        raise ValueError("no prompts to continue")
     acc = _accelerator(accelerator)
     device = _prepare_model(model, acc)
     pad = _pad_id(tokenizer)
     eos = tokenizer.eos_token_id
-    features = []
-    for q in questions:  # the training prompt: everything encode_qa does not label
-        enc = encode_qa(tokenizer, q, "x", max_length=max_length, template=template, add_eos=False)
-        ids = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab == IGNORE_INDEX]
-        features.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
+    features = [{"input_ids": list(ids), "attention_mask": [1] * len(ids)} for ids in prompts]
+    if any(not f["input_ids"] for f in features):
+        raise ValueError("an empty prompt cannot be continued")
     gen_config = GenerationConfig(
         do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos
     )
@@ -312,14 +386,8 @@ def generate_answers(
             out = _sharded_loop(features, _RowCollator(pad, "left"), batch_size, acc, step)
     finally:
         model.train(was_training)
-    texts = tokenizer.batch_decode(out["tokens"].tolist(), skip_special_tokens=True)
-    cut = []
-    for text in texts:
-        for stop in stop_strings:
-            if stop and stop in text:
-                text = text[: text.index(stop)]
-        cut.append(text.strip())
-    return cut
+    kw = {} if clean_up_tokenization_spaces is None else {"clean_up_tokenization_spaces": clean_up_tokenization_spaces}
+    return tokenizer.batch_decode(out["tokens"].tolist(), skip_special_tokens=True, **kw)
 
 
 def grad_norms(
@@ -329,8 +397,9 @@ def grad_norms(
     answers: Sequence[str],
     *,
     p: float = 2.0,
-    max_length: int = 128,
+    max_length: int = DEFAULT_MAX_LENGTH,
     template: str = "plain",
+    definition: str = M.DEFAULT_DEFINITION,
     accelerator: Any = None,
 ) -> np.ndarray:
     """GradNorm MIA score per sample: mean over parameter tensors of the p-norm of the gradient of its mean NLL.
@@ -340,6 +409,11 @@ def grad_norms(
     gradients of an arbitrary HF model through ``torch.func.vmap`` break on in-place ops in some architectures, and
     this loop runs only over the forget and holdout splits.
 
+    With ``definition="open_unlearning"`` (default) the model is in train mode (dropout active) and the last label
+    token (the EOS) is left out of the mean NLL, as in OpenUnlearning (src/evals/metrics/mia/gradnorm.py); an item
+    with a single label token keeps it (OpenUnlearning's mean over no token would be NaN). ``"paper"``: eval mode,
+    every label token.
+
     Example:
         >>> from hf_unlearn.models import tiny_causal_lm
         >>> model, tok = tiny_causal_lm("gpt2", texts=["Question: Q?\\nAnswer: A."] * 4, num_layers=1, vocab_size=280)
@@ -347,9 +421,16 @@ def grad_norms(
         >>> g.shape, bool((g > 0).all())
         ((2,), True)
     """
+    M.check_definition(definition)
     acc = _accelerator(accelerator)
     device = _prepare_model(model, acc)
     features = _encode_pairs(tokenizer, questions, answers, max_length, template)
+    if definition == "open_unlearning":
+        for f in features:
+            scored = [i for i, lab in enumerate(f["labels"]) if lab != IGNORE_INDEX]
+            if len(scored) > 1:
+                f["labels"] = list(f["labels"])
+                f["labels"][scored[-1]] = IGNORE_INDEX
     params = [q for q in model.parameters() if q.requires_grad]
     frozen = not params
     if frozen:
@@ -364,7 +445,7 @@ def grad_norms(
         return {"gradnorm": torch.tensor([M.grad_norm(grads, p=p)], dtype=torch.float64)}
 
     was_training = model.training
-    model.eval()
+    model.train(definition == "open_unlearning")
     if frozen:
         for q in params:
             q.requires_grad_(True)
@@ -395,24 +476,29 @@ def evaluate_split(
     gradnorm: bool = False,
     max_new_tokens: int = 200,
     batch_size: int = 16,
-    max_length: int = 128,
+    max_length: int = DEFAULT_MAX_LENGTH,
     template: str = "plain",
     stop_strings: Sequence[str] = DEFAULT_STOP_STRINGS,
+    definition: str = M.DEFAULT_DEFINITION,
     accelerator: Any = None,
 ) -> dict[str, Any]:
     """Per-item arrays for one split of a TOFU-style dataset (uid, question, answer[, paraphrased_answer,
     perturbed_answers]).
 
     Args:
-        kind: ``"forget"``, ``"retain"``, ``"other"`` (world facts / real authors: the truth ratio uses the answer as
-            the correct one when there is no paraphrase) or ``"holdout"`` (answers only: MIA and perplexity).
+        kind: ``"forget"``, ``"retain"`` (the truth ratio's correct answer is the paraphrased answer, falling back to
+            the answer when a split has none), ``"other"`` (world facts / real authors: the correct answer is the
+            answer itself, as in TOFU's config/eval_everything.yaml and OpenUnlearning's ra/wf_Truth_Ratio) or
+            ``"holdout"`` (answers only: MIA and perplexity).
         generation: generate answers for ROUGE (not for holdout).
         gradnorm: compute the GradNorm MIA score.
+        definition: metric definition for GradNorm (see :func:`grad_norms`).
         Others: see :func:`answer_stats` / :func:`generate_answers`.
 
     Returns:
-        dict with ``uid`` (list; derived from content when the split has none), ``answer`` (list), answer
-        statistics (see :func:`answer_stats`), and when available ``paraphrase_avg_nll [n]``,
+        dict with ``uid`` (list; derived from content when the split has none), ``answer`` (list), ``label_text``
+        (the label tokens decoded with ``skip_special_tokens=True``, what ZLib compresses), answer statistics (see
+        :func:`answer_stats`), and when available ``paraphrase_avg_nll [n]`` (the truth ratio's correct answer),
         ``perturbed_avg_nll [n, m]`` (NaN where an item has fewer), ``generation``, ``gradnorm``.
     """
     for col in ("question", "answer"):
@@ -425,11 +511,15 @@ def evaluate_split(
     questions, answers = list(dataset["question"]), list(dataset["answer"])
     out: dict[str, Any] = {"uid": uids, "answer": answers}
     out.update(answer_stats(model, tokenizer, questions, answers, token_stats=True, **kw))
+    out["label_text"] = [
+        tokenizer.decode([int(t) for t in row if t != IGNORE_INDEX], skip_special_tokens=True)
+        for row in out["label_ids"]
+    ]
     cols = dataset.column_names
     if kind != "holdout" and "perturbed_answers" in cols:
         perturbed = [list(p) for p in dataset["perturbed_answers"]]
         index, width = _perturbed_matrix(perturbed)
-        has_para = "paraphrased_answer" in cols
+        has_para = "paraphrased_answer" in cols and kind != "other"
         correct = list(dataset["paraphrased_answer"]) if has_para else answers
         # one pass over the paraphrases and every perturbed answer, flattened
         flat_q = questions + [questions[i] for i, _ in index]
@@ -448,7 +538,14 @@ def evaluate_split(
         )
     if gradnorm:
         out["gradnorm"] = grad_norms(
-            model, tokenizer, questions, answers, max_length=max_length, template=template, accelerator=acc
+            model,
+            tokenizer,
+            questions,
+            answers,
+            max_length=max_length,
+            template=template,
+            definition=definition,
+            accelerator=acc,
         )
     return out
 
@@ -493,7 +590,9 @@ def _f(x: Any) -> float:
     return float(x)
 
 
-def _split_report(arr: dict[str, Any], kind: str, mia_k: float) -> tuple[dict[str, float], dict[str, dict]]:
+def _split_report(
+    arr: dict[str, Any], kind: str, mia_k: float, definition: str = M.DEFAULT_DEFINITION
+) -> tuple[dict[str, float], dict[str, dict]]:
     """Aggregates and per-item values of one split from its arrays."""
     n = len(arr["uid"])
     per: dict[str, dict[str, Any]] = {u: {} for u in arr["uid"]}
@@ -508,11 +607,12 @@ def _split_report(arr: dict[str, Any], kind: str, mia_k: float) -> tuple[dict[st
     prob = M.probability(arr["avg_nll"])
     put("probability", prob)
     agg["probability"] = _f(prob.mean())
-    em = M.exact_memorization(arr["pred_ids"], arr["label_ids"])
-    es = M.extraction_strength(arr["pred_ids"], arr["label_ids"])
+    em = M.exact_memorization(arr["pred_ids"], arr["label_ids"], definition)
+    es = M.extraction_strength(arr["pred_ids"], arr["label_ids"], definition)
     put("exact_memorization", em)
     put("extraction_strength", es)
-    agg["exact_memorization"] = _f(em.mean())
+    # items with no scored token (NaN) are left out of the mean, as OpenUnlearning leaves out its None scores
+    agg["exact_memorization"] = _f(np.nanmean(em)) if not np.isnan(em).all() else float("nan")
     agg["extraction_strength"] = _f(es.mean())
     agg["perplexity"] = M.perplexity(arr["avg_nll"], arr["n_tokens"])
     if "perturbed_avg_nll" in arr:
@@ -534,10 +634,11 @@ def _split_report(arr: dict[str, Any], kind: str, mia_k: float) -> tuple[dict[st
     if kind in ("forget", "holdout"):
         mask = arr["mask"]
         put("mia_loss", M.loss_scores(arr["avg_nll"]))
-        put("mia_zlib", M.zlib_scores(arr["avg_nll"], arr["answer"]))
-        put("mia_min_k", M.min_k_scores(arr["token_logprob"], k=mia_k, mask=mask))
+        put("mia_zlib", M.zlib_scores(arr["avg_nll"], arr.get("label_text", arr["answer"])))
+        put("mia_min_k", M.min_k_scores(arr["token_logprob"], k=mia_k, mask=mask, definition=definition))
         put(
-            "mia_min_k_plus_plus", M.min_k_plus_plus_scores(arr["token_logprob"], arr["mu"], arr["sigma"], mia_k, mask)
+            "mia_min_k_plus_plus",
+            M.min_k_plus_plus_scores(arr["token_logprob"], arr["mu"], arr["sigma"], mia_k, mask, definition),
         )
         if "gradnorm" in arr:
             put("mia_gradnorm", arr["gradnorm"])
@@ -565,12 +666,13 @@ def evaluate_unlearning(
     generation: bool = True,
     max_new_tokens: int = 200,
     batch_size: int = 16,
-    max_length: int = 128,
+    max_length: int = DEFAULT_MAX_LENGTH,
     template: str = "plain",
     stop_strings: Sequence[str] = DEFAULT_STOP_STRINGS,
     retain_max_items: int | None = 400,
     gradnorm: bool = True,
     mia_k: float = 0.4,
+    definitions: str = M.DEFAULT_DEFINITION,
     name: str | None = None,
     accelerator: Any = None,
 ) -> dict[str, Any]:
@@ -600,13 +702,20 @@ def evaluate_unlearning(
         retain_max_items: evaluate at most this many retain items (evenly spread; TOFU uses 400). None: all.
         gradnorm: compute the GradNorm MIA (a backward pass per forget/holdout sample).
         mia_k: k of Min-K% and Min-K%++.
+        definitions: ``"open_unlearning"`` (default: the numbers OpenUnlearning prints for the same model and data;
+            exact memorization, extraction strength, Min-K%, Min-K%++ and GradNorm leave out the final label token,
+            extraction strength is 1/N when only the last token is wrong, GradNorm runs in train mode) or
+            ``"paper"`` (every label token scored, extraction strength 0 when the last token is wrong, GradNorm in
+            eval mode). Recorded in ``meta["definitions"]``; a reference computed under other definitions is
+            rejected. See docs/metrics.md.
         name: a label for the report (default: the model's ``name_or_path``).
         accelerator: an ``accelerate.Accelerator``; created when None. Items are sharded over its processes.
 
     Returns:
         ``{"name", "meta", "splits": {role: {"split", "aggregate", "per_item": {uid: {...}}}}, "forget_quality",
         "model_utility", "model_utility_components", "mia": {attack: {"auc", "privleak"}}, "perplexity", "cost",
-        "notes"}``. Identical numbers for the same model and inputs.
+        "notes"}``. Identical numbers for the same model and inputs (for a model with dropout, GradNorm under
+        ``"open_unlearning"`` runs in train mode and depends on the torch RNG state: seed it to repeat it).
 
     Raises:
         ValueError: no reference and ``skip_forget_quality`` False, an unknown split, or a reference computed on a
@@ -616,12 +725,20 @@ def evaluate_unlearning(
 
     from hf_unlearn.utils.profiling import measure
 
+    M.check_definition(definitions)
     if reference is None and not skip_forget_quality:
         raise ValueError(
             "forget quality needs the gold retain model's result: evaluate the model fine-tuned without the forget "
             "split first and pass reference=<its result dict or JSON path>, or pass skip_forget_quality=True"
         )
     ref = load_result(reference) if reference is not None else None
+    ref_meta = (ref or {}).get("meta")
+    if ref_meta is not None and ref_meta.get("definitions") != definitions:
+        ref_def = ref_meta.get("definitions", "the pre-parity definitions of report_version 1")
+        raise ValueError(
+            f"the reference was computed with metric definitions {ref_def!r}, this evaluation uses "
+            f"{definitions!r}: re-evaluate the gold model with definitions={definitions!r}"
+        )
     if isinstance(benchmark, (str, os.PathLike)):
         benchmark = load_from_disk(str(benchmark))
     if not isinstance(benchmark, (DatasetDict, Mapping)):
@@ -660,9 +777,10 @@ def evaluate_unlearning(
                 kind=kind,
                 generation=generation,
                 gradnorm=gradnorm and kind in ("forget", "holdout"),
+                definition=definitions,
                 **kw,
             )
-            agg, per = _split_report(arrays[role], kind, mia_k)
+            agg, per = _split_report(arrays[role], kind, mia_k, definitions)
             report["splits"][role] = {"split": split, "aggregate": agg, "per_item": per}
     answer_tokens = sum(int(a["n_tokens"].sum()) for a in arrays.values())
 
@@ -753,6 +871,12 @@ def evaluate_unlearning(
                 "template": template,
                 "retain_max_items": retain_max_items,
                 "mia_k": mia_k,
+                "definitions": definitions,
+                "truth_ratio_correct_answer": {
+                    "forget": "paraphrased_answer",
+                    "retain": "paraphrased_answer",
+                    "other": "answer",
+                },
                 "num_processes": acc.num_processes,
             },
             "notes": notes,

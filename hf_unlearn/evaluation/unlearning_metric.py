@@ -19,6 +19,8 @@ Configurations (the second argument of ``evaluate.load``) and their inputs:
 * ``rouge``: predictions = generated answers, references = gold answers; ``use_stemmer`` keyword (default True).
 * ``memorization``: predictions = aligned teacher-forced argmax ids, references = label ids (-100 ignored).
 * ``min_k``: predictions = per-item token log-probs; ``k`` keyword (default 0.4).
+* ``memorization`` and ``min_k`` take ``definition="open_unlearning"`` (default: the last label token is not scored)
+  or ``"paper"`` (see :mod:`hf_unlearn.evaluation.metrics`).
 * ``mia``: predictions = per-sample MIA scores, references = 0 (forget) / 1 (holdout); ``auc_retain`` keyword
   adds privleak.
 
@@ -79,7 +81,9 @@ class UnlearningMetric(evaluate.Metric):
             reference_urls=["https://arxiv.org/abs/2401.06121", "https://arxiv.org/abs/2407.06460"],
         )
 
-    def _compute(self, predictions=None, references=None, use_stemmer=True, k=0.4, auc_retain=None):
+    def _compute(
+        self, predictions=None, references=None, use_stemmer=True, k=0.4, auc_retain=None, definition="open_unlearning"
+    ):
         name = self.config_name
         if name == "probability":
             per_item = M.probability(np.asarray(predictions, dtype=np.float64))
@@ -104,11 +108,11 @@ class UnlearningMetric(evaluate.Metric):
             scores = M.rouge_scores(predictions, references, use_stemmer=use_stemmer)
             return {key: float(v.mean()) for key, v in scores.items()}
         if name == "memorization":
-            em = M.exact_memorization(predictions, references)
-            es = M.extraction_strength(predictions, references)
-            return {"exact_memorization": float(em.mean()), "extraction_strength": float(es.mean())}
+            em = M.exact_memorization(predictions, references, definition)
+            es = M.extraction_strength(predictions, references, definition)
+            return {"exact_memorization": float(np.nanmean(em)), "extraction_strength": float(es.mean())}
         if name == "min_k":
-            scores = M.min_k_scores(predictions, k=k)
+            scores = M.min_k_scores(predictions, k=k, definition=definition)
             return {"min_k": scores.tolist()}
         # mia
         labels = np.asarray(references)
