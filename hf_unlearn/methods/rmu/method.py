@@ -140,6 +140,18 @@ def rmu_activation_loss(act: torch.Tensor, target: torch.Tensor, mask: torch.Ten
     return ((sq * m).sum(1) / m.sum(1).clamp(min=1)).mean()
 
 
+def random_control_vector(dim: int, steering_coeff: float, seed: int) -> torch.Tensor:
+    """``c * u / |u|`` with u uniform in [0, 1)^dim from a generator seeded with ``seed`` (the same on every process).
+
+    Example:
+        >>> v = random_control_vector(8, 6.5, seed=0)
+        >>> round(float(v.norm()), 4), bool((v >= 0).all())
+        (6.5, True)
+    """
+    u = torch.rand(dim, generator=torch.Generator().manual_seed(seed))
+    return steering_coeff * u / u.norm()
+
+
 class _Stop(Exception):
     """Raised by the capture hook to end a no-grad forward pass after the steered block."""
 
@@ -211,10 +223,9 @@ class RMUTrainer(UnlearnTrainer):
         self._u: torch.Tensor | None = None
 
     def control_vector(self, dim: int) -> torch.Tensor:
-        """c * u / |u|, u uniform in [0, 1)^dim, drawn once from ``seed`` (the same on every process)."""
+        """The target of the forget activations, drawn once (see :func:`random_control_vector`)."""
         if self._u is None:
-            u = torch.rand(dim, generator=torch.Generator().manual_seed(self.seed))
-            self._u = self.steering_coeff * u / u.norm()
+            self._u = random_control_vector(dim, self.steering_coeff, self.seed)
         return self._u
 
     def _mask(self, batch: dict[str, Any]) -> torch.Tensor:
