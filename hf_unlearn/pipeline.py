@@ -329,7 +329,7 @@ def builtin_runners() -> dict[str, MethodRunner]:
         ),
         # OpenUnlearning baselines; tiny-CPU learning rates (RMU: its retain weight alpha 1200 is tuned for 7B models)
         "simnpo": _posthoc("simnpo", num_epochs=4, learning_rate=3e-3, batch_size=8),
-        "idk_dpo": _posthoc("idk_dpo", num_epochs=4, learning_rate=1e-3, batch_size=8),
+        "idk_dpo": _posthoc("idk_dpo", num_epochs=4, learning_rate=5e-4, batch_size=8),
         "rmu": _posthoc("rmu", num_epochs=4, learning_rate=1e-2, batch_size=8, alpha=10.0),
         "undial": _posthoc("undial", num_epochs=4, learning_rate=1e-3, batch_size=8),
         "wga": _posthoc("wga", num_epochs=4, learning_rate=1e-3, batch_size=8),
