@@ -115,6 +115,8 @@ def dpo_loss(
 
 
 class IdkDPOTrainer(UnlearnTrainer):
+    """DPO with a refusal drawn per (seed, uid, draw count) as the preferred answer, plus the retain term."""
+
     def __init__(
         self,
         *args: Any,

@@ -160,6 +160,21 @@ def block_output(forward: Callable[[], Any], block: nn.Module, stop: bool = Fals
     """Run ``forward()`` and return ``block``'s output hidden states ``[B, T, D]``.
 
     With ``stop`` the pass ends right after ``block`` (only for passes outside DDP: no gradient is synchronised).
+
+    Args:
+        forward: runs the model (its return value is ignored).
+        block: the module whose output is captured (a decoder block).
+        stop: end the forward pass right after ``block``.
+
+    Example:
+        >>> import torch
+        >>> from hf_unlearn.models import decoder_layers, tiny_causal_lm
+        >>> model, tok = tiny_causal_lm("gpt2", texts=["Question: Who? Answer: Ann."] * 8, num_layers=2)
+        >>> ids = torch.tensor([[1, 5, 9]])
+        >>> block_output(lambda: model(ids), decoder_layers(model)[0], stop=True).shape
+        torch.Size([1, 3, 64])
+        >>> mlp_modules(model, [0, 1], "mlp_out")
+        ['transformer.h.0.mlp.c_proj', 'transformer.h.1.mlp.c_proj']
     """
     cache: dict[str, torch.Tensor] = {}
 
@@ -179,7 +194,12 @@ def block_output(forward: Callable[[], Any], block: nn.Module, stop: bool = Fals
 
 
 def mlp_modules(model: nn.Module, blocks: list[int], update: str) -> list[str]:
-    """Names (in ``model.named_modules()``) of the MLP modules RMU trains in ``blocks``.
+    """Names (in ``model.named_modules()``) of the MLP modules RMU trains in ``blocks`` (see :func:`block_output`).
+
+    Args:
+        model: the causal LM (or a PeftModel around it).
+        blocks: block indices.
+        update: ``"mlp_out"`` (each MLP's output projection) or ``"mlp"`` (every MLP module with weights).
 
     Raises:
         TypeError: a block without a recognisable MLP / output projection (names what it has).
@@ -206,6 +226,8 @@ def mlp_modules(model: nn.Module, blocks: list[int], update: str) -> list[str]:
 
 
 class RMUTrainer(UnlearnTrainer):
+    """RMU's loss on paired forget/retain batches (block output captured with a forward hook)."""
+
     def __init__(
         self,
         *args: Any,

@@ -69,6 +69,8 @@ def simnpo_loss(logits: torch.Tensor, labels: torch.Tensor, beta: float, gamma: 
 
 
 class SimNPOTrainer(UnlearnTrainer):
+    """SimNPO forget term plus the retain term."""
+
     def __init__(
         self, *args: Any, beta: float, gamma: float, forget_weight: float, alpha: float, retain_loss: str, **kw: Any
     ):

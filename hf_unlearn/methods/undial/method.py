@@ -74,6 +74,8 @@ def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Te
 
 
 class UNDIALTrainer(UnlearnTrainer):
+    """Self-distillation toward the adjusted teacher (the reference model), plus an optional retain term."""
+
     def __init__(self, *args: Any, gamma: float, forget_weight: float, alpha: float, retain_loss: str, **kw: Any):
         super().__init__(*args, **kw)
         self.gamma, self.forget_weight, self.alpha, self.retain_loss = gamma, forget_weight, alpha, retain_loss

@@ -60,6 +60,8 @@ def wga_loss(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.T
 
 
 class WGATrainer(UnlearnTrainer):
+    """Weighted gradient ascent plus the retain term."""
+
     def __init__(self, *args: Any, beta: float, forget_weight: float, alpha: float, retain_loss: str, **kw: Any):
         super().__init__(*args, **kw)
         self.beta, self.forget_weight, self.alpha, self.retain_loss = beta, forget_weight, alpha, retain_loss
