@@ -126,6 +126,58 @@ PAPERS: dict[str, dict[str, Any]] = {
         "set (as in the TOFU baselines; after Liu et al., Continual Learning and Private Unlearning). Approximate "
         "baseline.",
     },
+    "simnpo": {
+        "title": "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+        "authors": "Chongyu Fan and Jiancheng Liu and Licong Lin and Jinghan Jia and Ruiqi Zhang and Song Mei and "
+        "Sijia Liu",
+        "arxiv": "2410.07163",
+        "year": 2024,
+        "venue": "arXiv",
+        "description": "SimNPO: a reference-free, length-normalised version of Negative Preference Optimization "
+        "with a reward margin, plus a retain-set NLL term. Approximate baseline.",
+    },
+    "idk_dpo": {
+        "title": "Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
+        "authors": "Rafael Rafailov and Archit Sharma and Eric Mitchell and Stefano Ermon and Christopher D. Manning "
+        "and Chelsea Finn",
+        "arxiv": "2305.18290",
+        "year": 2023,
+        "venue": "NeurIPS 2023",
+        "description": "IdkDPO: Direct Preference Optimization with a refusal (an 'I don't know' answer) as the "
+        "preferred answer and the forget answer as the rejected one, plus a retain-set NLL term (the TOFU / "
+        "OpenUnlearning DPO baseline). Approximate baseline.",
+    },
+    "rmu": {
+        "title": "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning",
+        "authors": "Nathaniel Li and Alexander Pan and Anjali Gopal and Summer Yue and Daniel Berrios and others",
+        "arxiv": "2403.03218",
+        "year": 2024,
+        "venue": "ICML 2024",
+        "description": "RMU (Representation Misdirection for Unlearning): the MLPs of a few middle blocks are "
+        "trained so that the activations of one block on the forget set point toward a scaled random vector, while "
+        "on the retain set they stay close to the original model's. Approximate baseline.",
+    },
+    "undial": {
+        "title": "UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in Large Language Models",
+        "authors": "Yijiang River Dong and Hongzhou Lin and Mikhail Belkin and Ramon Huerta and Ivan Vulic",
+        "arxiv": "2402.10052",
+        "year": 2024,
+        "venue": "NAACL 2025",
+        "description": "UNDIAL: self-distillation on the forget set toward the original model's next-token "
+        "distribution with the memorised token's logit lowered by a fixed amount; a minimisation with a fixed "
+        "target, so training stays stable. Approximate baseline.",
+    },
+    "wga": {
+        "title": "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond",
+        "authors": "Qizhou Wang and Jin Peng Zhou and Zhanke Zhou and Saebyeol Shin and Bo Han and Kilian Q. "
+        "Weinberger",
+        "arxiv": "2502.19301",
+        "year": 2025,
+        "venue": "ICLR 2025",
+        "description": "Weighted gradient ascent: gradient ascent on the forget set with each token weighted by its "
+        "current probability to a power beta (no gradient through the weight), which slows the ascent down on "
+        "tokens already forgotten; plus a retain-set NLL term. Approximate baseline.",
+    },
     "retrain": {
         "title": None,
         "description": "Retraining from scratch on the training data minus the forget set, with the same recipe: the "

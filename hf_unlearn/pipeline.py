@@ -327,6 +327,12 @@ def builtin_runners() -> dict[str, MethodRunner]:
         "partial_label_flip": _posthoc(
             "partial_label_flip", num_epochs=4, learning_rate=2e-3, batch_size=8, flip="random"
         ),
+        # OpenUnlearning baselines; tiny-CPU learning rates (RMU: its retain weight alpha 1200 is tuned for 7B models)
+        "simnpo": _posthoc("simnpo", num_epochs=4, learning_rate=3e-3, batch_size=8),
+        "idk_dpo": _posthoc("idk_dpo", num_epochs=4, learning_rate=5e-4, batch_size=8),
+        "rmu": _posthoc("rmu", num_epochs=4, learning_rate=1e-2, batch_size=8, alpha=10.0),
+        "undial": _posthoc("undial", num_epochs=4, learning_rate=1e-3, batch_size=8),
+        "wga": _posthoc("wga", num_epochs=4, learning_rate=1e-3, batch_size=8),
     }
     for name in list_methods():
         if name in runners:

@@ -62,9 +62,15 @@ def test_accelerate_configs_cover_single_multi_gpu_multi_cpu():
     assert "ACCELERATE_USE_CPU=1" in (RECIPES / "accelerate" / "multi_cpu.yaml").read_text()
 
 
-def test_two_process_cpu_run_matches_single_process(tmp_path):
+@pytest.mark.parametrize(
+    "recipe_name, method",
+    [("tiny_test", "grad_ascent"), ("idk_dpo_tiny_test", "idk_dpo")],
+    ids=["grad_ascent", "idk_dpo"],
+)
+def test_two_process_cpu_run_matches_single_process(tmp_path, recipe_name, method):
     """1 process (gradient accumulation 2) and 2 gloo processes (accumulation 1) see the same global batches:
-    the benchmark, the base model, the fine-tuned and the unlearned weights are bit-identical."""
+    the benchmark, the base model, the fine-tuned and the unlearned weights are bit-identical (idk_dpo: its refusal
+    draws and its frozen reference too)."""
     env = {
         **os.environ,
         "HF_HOME": tempfile.mkdtemp(prefix="hf_home_"),  # no stale accelerate default config
@@ -72,7 +78,7 @@ def test_two_process_cpu_run_matches_single_process(tmp_path):
         "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
     }
-    recipe = str(RECIPES / "baselines" / "tiny_test.yaml")
+    recipe = str(RECIPES / "baselines" / f"{recipe_name}.yaml")
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     one = subprocess.Popen(
         [sys.executable, str(RECIPES / "run.py"), "--config", recipe, "--output_dir", str(tmp_path / "one")],
@@ -117,5 +123,5 @@ def test_two_process_cpu_run_matches_single_process(tmp_path):
     # rank 0 saved a standard folder; the push dry run listed exactly its files
     model_dir = tmp_path / "two" / "model"
     meta = json.loads((model_dir / "hf_unlearn.json").read_text())
-    assert meta["method"] == "grad_ascent" and meta["forget_set"]["size"] == s2["n_forget"]
+    assert meta["method"] == method and meta["forget_set"]["size"] == s2["n_forget"]
     assert s2["push"] == sorted(p.name for p in model_dir.iterdir())
