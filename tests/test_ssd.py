@@ -296,6 +296,66 @@ def test_changed_model_invalidates_the_cache(tmp_path):
     assert _request(copy.deepcopy(changed), tok, tmp_path).details["cache"] == "hit"  # the entry was refreshed
 
 
+def _seq_request(model, tok, k, cache_dir=None, **kw):
+    """Request k of a sequence: forget two examples of its own (q00-q01, q02-q03, ...) from the same D."""
+    return hf_unlearn.unlearn(
+        model, QA[2 * k : 2 * k + 2], method="ssd", tokenizer=tok, full_dataset=QA, alpha=2.0, batch_size=4,
+        max_length=40, cache_dir=str(cache_dir) if cache_dir else None, use_cache=cache_dir is not None, **kw,
+    )  # fmt: skip
+
+
+def _original_importance(model, tok):
+    ssd = SSD(SSDConfig(batch_size=4, max_length=40))
+    return compute_importance(model, ssd.loader(Dataset.from_list(QA), tok))
+
+
+def test_sequence_reuse_keeps_the_original_importance(tmp_path):
+    """cache_policy='reuse' (default): request 2+ on the dampened model reuses I_D of the ORIGINAL weights, exactly
+    as if that map were passed in; no pass over D after the first request."""
+    original, tok = _tiny()
+    i_d = _original_importance(copy.deepcopy(original), tok)
+    model, reference = copy.deepcopy(original), copy.deepcopy(original)
+    statuses = []
+    for k in range(3):
+        r = _seq_request(model, tok, k, tmp_path)
+        statuses.append(r.details["cache"])
+        assert ("importance_full" in r.timings) == (k == 0)
+        _seq_request(reference, tok, k, importance_full=i_d)  # the independent reference: I_D given explicitly
+        _assert_same(_state(model), _state(reference))
+        assert r.details["requests_since_importance_full"] == k + 1
+    assert statuses == ["miss", "lineage-hit", "lineage-hit"]
+    # only SSD's own descendants are recognised: an edited model is stale, whatever the policy
+    with torch.no_grad():
+        model.model.norm.weight[0] += 1e-3
+    with pytest.raises(ValueError, match="other weights"):
+        _seq_request(model, tok, 3, tmp_path, on_stale="error")
+
+
+def test_sequence_strict_recomputes_on_the_dampened_weights(tmp_path):
+    original, tok = _tiny()
+    model, reference = copy.deepcopy(original), copy.deepcopy(original)
+    statuses = [_seq_request(model, tok, k, tmp_path, cache_policy="strict").details["cache"] for k in range(3)]
+    assert statuses == ["miss", "stale-recomputed", "stale-recomputed"]
+    for k in range(3):
+        _seq_request(reference, tok, k)  # no cache: the official algorithm, I_D over D on the current weights
+    _assert_same(_state(model), _state(reference))
+    # and the two policies really differ after the first request
+    reused = copy.deepcopy(original)
+    for k in range(3):
+        _seq_request(reused, tok, k, tmp_path / "reuse")
+    assert any(not torch.equal(a, b) for a, b in zip(_state(reused).values(), _state(model).values()))
+
+
+def test_sequence_refresh_recomputes_every_n_requests(tmp_path):
+    original, tok = _tiny()
+    model = copy.deepcopy(original)
+    got = []
+    for k in range(5):
+        r = _seq_request(model, tok, k, tmp_path, cache_policy="refresh", refresh_every=2)
+        got.append((r.details["cache"], r.details["requests_since_importance_full"]))
+    assert got == [("miss", 1), ("lineage-hit", 2), ("refreshed", 1), ("lineage-hit", 2), ("refreshed", 1)]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # configuration and data errors
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,6 +371,8 @@ def test_changed_model_invalidates_the_cache(tmp_path):
         ({"importance": "fisher"}, "importance"),
         ({"auto_alpha": 100}, "auto_alpha"),
         ({"on_stale": "ignore"}, "on_stale"),
+        ({"cache_policy": "update"}, "cache_policy"),
+        ({"refresh_every": 0}, "refresh_every"),
         ({"include": ["("]}, "include"),
         ({"batch_size": 0}, "batch_size"),
     ],

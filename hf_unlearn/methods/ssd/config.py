@@ -11,6 +11,7 @@ from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 TARGETS = ("full", "adapter")
 IMPORTANCE_MODES = ("batch_sq", "per_sample_sq")
 ON_STALE = ("recompute", "error", "reuse")
+CACHE_POLICIES = ("reuse", "refresh", "strict")
 
 
 def _check_positive_finite(name: str, value: object) -> None:
@@ -126,6 +127,21 @@ class SSDConfig(UnlearnConfig):
             "already dampened)."
         },
     )
+    cache_policy: str = field(
+        default="reuse",
+        metadata={
+            "help": "Sequential requests on a model SSD has already dampened (its weights hash changed): 'reuse' "
+            "keeps the I_D of the model the requests started from (approximates I_D at the current weights by I_D "
+            "at the original ones; no pass over D after the first request); 'refresh' does the same but recomputes "
+            "I_D once refresh_every requests have reused it; 'strict' recomputes I_D whenever the weights changed "
+            "(the official algorithm applied to every request; a full pass over D each time). Only models derived "
+            "by SSD requests from the cached weights count as the same lineage: any other change is handled by "
+            "on_stale."
+        },
+    )
+    refresh_every: int = field(
+        default=5, metadata={"help": "cache_policy='refresh': requests that may reuse one I_D before it is redone."}
+    )
     cache_hash: str = field(
         default="all",
         metadata={
@@ -147,6 +163,9 @@ class SSDConfig(UnlearnConfig):
         check_choice("importance", self.importance, IMPORTANCE_MODES)
         check_choice("on_stale", self.on_stale, ON_STALE)
         check_choice("cache_hash", self.cache_hash, ("all", "targeted"))
+        check_choice("cache_policy", self.cache_policy, CACHE_POLICIES)
+        if not isinstance(self.refresh_every, int) or isinstance(self.refresh_every, bool) or self.refresh_every < 1:
+            raise ValueError(f"refresh_every must be an int >= 1, got {self.refresh_every!r}")
         if not isinstance(self.label_free, bool):
             raise ValueError(f"label_free must be True or False, got {self.label_free!r}")
         if self.auto_alpha is not None:

@@ -480,6 +480,7 @@ class SSD(UnlearningMethod):
         tokens = 0
 
         # I_D: given, cached, or computed over D
+        self._lineage = None  # (cache, key, weights hash, requests since I_D) when I_D came through the cache
         if importance_full is None:
             d, source = self.full_data(forget, retain, full_dataset if full_dataset is not None else train_dataset)
             details.update(full_data_source=source, n_full=len(d))
@@ -525,6 +526,14 @@ class SSD(UnlearningMethod):
         t0 = time.perf_counter()
         counts = dampen(model, importance_full, importance_forget, alpha, cfg.lambda_) if total_signal > 0 else {}
         timings["dampen"] = time.perf_counter() - t0
+        if self._lineage is not None and cfg.cache_policy != "strict" and counts and any(counts.values()):
+            # record the dampened model as a descendant of the cached I_D's weights, for the next request
+            cache, key, _, depth = self._lineage
+            t0 = time.perf_counter()
+            new_hash = self._weights_hash(model)
+            cache.add_descendant(key, new_hash, depth + 1)
+            timings["lineage"] = time.perf_counter() - t0
+            details["requests_since_importance_full"] = depth + 1
         params = dict(model.named_parameters())
         n_targeted = sum(params[n].numel() for n in importance_forget)
         n_damp = sum(counts.values())
@@ -545,6 +554,12 @@ class SSD(UnlearningMethod):
         if n_damp == 0 and total_signal > 0:
             logger.warning("SSD selected no parameter entry (alpha=%s); lower alpha to dampen more", alpha)
         return MethodOutput(model=model, details=details, timings=timings, tokens_processed=tokens)
+
+    def _weights_hash(self, model: Any) -> str:
+        cfg: SSDConfig = self.config
+        if cfg.cache_hash == "targeted":  # only the targeted tensors: cheap, for a frozen base (adapter target)
+            return weights_hash(target_parameters(model, cfg.target, cfg.include, cfg.exclude))
+        return weights_sha256(model)
 
     def _importance_full(
         self, model: Any, tokenizer: Any, d: Dataset, imp_kw: dict[str, Any]
@@ -574,17 +589,22 @@ class SSD(UnlearningMethod):
         w_hash = None
         if cache is not None:
             t0 = time.perf_counter()
-            if cfg.cache_hash == "targeted":  # only the targeted tensors: cheap, for a frozen base (adapter target)
-                w_hash = weights_hash(target_parameters(model, cfg.target, cfg.include, cfg.exclude))
-            else:
-                w_hash = weights_sha256(model)
+            w_hash = self._weights_hash(model)
             timings["weights_hash"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             device = "cpu" if cfg.offload else next(model.parameters()).device
             maps, status = cache.load(key, w_hash, device=device)
             timings["cache_load"] = time.perf_counter() - t0
             if status == "hit":
+                self._lineage = (cache, key, w_hash, 0)
                 return maps, "hit", 0, timings
+            depth = cache.lineage(key).get(w_hash) if status == "stale" and cfg.cache_policy != "strict" else None
+            if depth is not None and (cfg.cache_policy == "reuse" or depth < cfg.refresh_every):
+                # a model SSD requests derived from the cached weights: reuse their I_D (the documented approximation)
+                self._lineage = (cache, key, w_hash, depth)
+                return maps, "lineage-hit", 0, timings
+            if depth is not None:  # refresh: this I_D served refresh_every requests; redo it on the current weights
+                status = "refresh"
             if status == "stale":
                 msg = (
                     f"the cached I_D in {cache.path(key)} was computed on other weights (sha256 "
@@ -606,5 +626,6 @@ class SSD(UnlearningMethod):
         if cache is not None:
             info = {**setting, "n_examples": len(d), "max_length": cfg.max_length, "template": cfg.template}
             cache.save(key, maps, w_hash, info)
-            status = "stale-recomputed" if status == "stale" else "miss"
+            status = {"stale": "stale-recomputed", "refresh": "refreshed"}.get(status, "miss")
+            self._lineage = (cache, key, w_hash, 0)
         return maps, status, tokens, timings
