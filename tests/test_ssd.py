@@ -456,3 +456,87 @@ def test_targeted_hash_scope_covers_only_the_adapter(tmp_path):
     with torch.no_grad():
         next(p for n, p in adapter_changed.named_parameters() if "lora_A" in n)[0, 0] += 1.0
     assert _request(adapter_changed, tok, tmp_path, **kw).details["cache"] == "stale-recomputed"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sharded importance: 2 CPU processes equal 1
+# ----------------------------------------------------------------------------------------------------------------
+TWO_PROC = """
+import json, sys
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+import hf_unlearn
+from hf_unlearn.methods.ssd import SSD, SSDConfig, compute_importance
+from hf_unlearn.methods.ssd.method import process_state
+
+d = sys.argv[1]
+qa = json.load(open(d + "/qa.json"))
+model = AutoModelForCausalLM.from_pretrained(d + "/model").eval()
+tok = AutoTokenizer.from_pretrained(d + "/model")
+state = process_state()
+calls = []
+hook = model.register_forward_pre_hook(lambda *a: calls.append(1))
+stats = {}
+maps = compute_importance(model, SSD(SSDConfig(batch_size=4, max_length=40)).loader(Dataset.from_list(qa), tok),
+                          stats=stats)
+hook.remove()
+res = hf_unlearn.unlearn(model, qa[12:], method="ssd", tokenizer=tok, full_dataset=qa, alpha=2.0, batch_size=4,
+                         max_length=40, cache_dir=d + "/cache")
+r = state.process_index
+torch.save({"maps": maps, "model": model.state_dict()}, f"{d}/rank{r}.pt")
+json.dump({"num_processes": state.num_processes, "forwards": len(calls), "stats": stats, "cache": res.details["cache"],
+           "full": res.details["importance_full_batches"], "forget": res.details["importance_forget_batches"]},
+          open(f"{d}/rank{r}.json", "w"))
+"""
+
+
+def test_importance_sharded_over_two_processes_equals_one(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    qa = QA + [
+        {"uid": f"q{16 + i}", "question": f"Which code does agent {n} use?", "answer": f"Agent {n} uses code {c}."}
+        for i, (n, c) in enumerate([("Quin", "onyx"), ("Ray", "opal")])
+    ]
+    model, tok = _tiny()
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    (tmp_path / "qa.json").write_text(json.dumps(qa))
+    (tmp_path / "two.py").write_text(textwrap.dedent(TWO_PROC))
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        cmd + [str(tmp_path / "two.py"), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    outs = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    # 18 examples / batch 4 = 5 batches: rank 0 runs batches 0, 2, 4 and rank 1 batches 1, 3, each one forward
+    assert [r["num_processes"] for r in ranks] == [2, 2]
+    assert [r["forwards"] for r in ranks] == [3, 2]
+    assert [r["stats"]["batches_local"] for r in ranks] == [3, 2] and ranks[0]["stats"]["count"] == 5
+    assert [r["full"]["batches_local"] for r in ranks] == [3, 2]  # the I_D pass inside unlearn is sharded too
+    assert [r["forget"]["batches_local"] for r in ranks] == [1, 1]  # F: 6 examples = 2 batches
+    assert [r["cache"] for r in ranks] == ["miss", "miss"]
+
+    # the single-process reference on the same weights and batches
+    reloaded = type(model).from_pretrained(tmp_path / "model").eval()
+    stats = {}
+    one = compute_importance(reloaded, SSD(SSDConfig(batch_size=4, max_length=40)).loader(Dataset.from_list(qa), tok),
+                             stats=stats)  # fmt: skip
+    assert stats == {"batches_local": 5, "batches_total": 5, "count": 5, "num_processes": 1}
+    for name, ref in one.items():
+        _assert_same({name: outs[0]["maps"][name]}, {name: outs[1]["maps"][name]})  # every rank holds the same maps
+        torch.testing.assert_close(outs[0]["maps"][name], ref, rtol=1e-5, atol=1e-9 * float(ref.abs().max()))
+    # the I_D cache written by the 2-process run serves a 1-process request (process count is not part of the key)
+    res = hf_unlearn.unlearn(
+        reloaded, qa[12:], method="ssd", tokenizer=tok, full_dataset=qa, alpha=2.0, batch_size=4, max_length=40,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert res.details["cache"] == "hit"
+    for name, p in reloaded.state_dict().items():
+        torch.testing.assert_close(outs[0]["model"][name], p, rtol=1e-5, atol=1e-7)

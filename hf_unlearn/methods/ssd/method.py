@@ -130,8 +130,16 @@ def compute_importance(
     exclude: Iterable[str] | None = None,
     offload: bool = False,
     per_sample_chunk: int = 8,
+    distributed: bool | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Diagonal importance of each targeted parameter entry over a data loader.
+
+    Under several processes (``accelerate launch`` / ``torchrun``; ``distributed=None`` detects it) every process
+    iterates the SAME loader but runs the forward/backward of whole batches ``i`` with ``i % num_processes == rank``
+    only; the per-process sums and counts are then all-reduced and divided by the global count. The batches are
+    those of one process, so the result equals the single-process one up to float summation order, and every process
+    returns the same maps. Every process must call this function (it is a collective).
 
     ``mode="batch_sq"`` (official): mean over mini-batches of (grad of the batch-mean loss)^2.
     ``mode="per_sample_sq"``: mean over examples of (grad of the example's loss)^2 (empirical Fisher).
@@ -149,6 +157,10 @@ def compute_importance(
         include, exclude: parameter-name regexes (see :func:`target_parameters`).
         offload: keep the maps on CPU (each gradient is moved there as soon as it is ready).
         per_sample_chunk: examples per vmap call in ``"per_sample_sq"``.
+        distributed: shard the batches over the processes of the accelerate process group (None: when there is
+            more than one; False: every process computes everything itself).
+        stats: a dict filled with ``batches_local`` (batches this process ran), ``batches_total``, ``count`` (the
+            global denominator) and ``num_processes``.
 
     Returns:
         ``{parameter name: fp32 tensor of the parameter's shape}``.
@@ -168,6 +180,10 @@ def compute_importance(
     if mode not in ("batch_sq", "per_sample_sq"):
         raise ValueError(f"mode must be one of ['batch_sq', 'per_sample_sq'], got {mode!r}")
     named = target_parameters(model, target, include, exclude)
+    state = process_state() if distributed is not False else None
+    world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
+    if distributed and world == 1:
+        logger.info("compute_importance(distributed=True) in a single process: nothing to shard")
     device = next(model.parameters()).device
     acc_device = torch.device("cpu") if offload else None
     maps = {n: torch.zeros(p.shape, dtype=torch.float32, device=acc_device or p.device) for n, p in named.items()}
@@ -179,6 +195,7 @@ def compute_importance(
     ids_of = {id(p): n for n, p in named.items()}
     handles = []
     count = 0
+    local_batches = total_batches = 0
     try:
         model.eval()
         for p in model.parameters():
@@ -193,7 +210,11 @@ def compute_importance(
 
         handles = [p.register_post_accumulate_grad_hook(_hook) for p in named.values()]
         use_vmap = True
-        for batch in dataloader:
+        for i_batch, batch in enumerate(dataloader):
+            total_batches += 1
+            if i_batch % world != rank:
+                continue  # another process's batch: whole batches are distributed, never split
+            local_batches += 1
             batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels") if k in batch}
             if mode == "batch_sq":
                 _forward_loss(model, batch, loss_fn).backward()  # the hooks fold the gradients
@@ -221,11 +242,45 @@ def compute_importance(
         for p in named.values():
             p.grad = None
         model.train(was_training)
+    if world > 1:
+        count = _all_reduce_sum(maps, count, state)
+    if stats is not None:
+        stats.update(batches_local=local_batches, batches_total=total_batches, count=count, num_processes=world)
     if count == 0:
         raise ValueError("the data loader is empty: importance needs at least one batch")
     for m in maps.values():
         m.div_(count)  # mean over mini-batches (batch_sq) or examples (per_sample_sq)
     return maps
+
+
+def process_state() -> Any:
+    """accelerate's ``PartialState``, created with ``cpu=True`` when there is no GPU (or ``ACCELERATE_USE_CPU`` is
+    set): on CPU a plain ``PartialState()`` does not join the gloo process group that ``accelerate launch`` /
+    ``torchrun`` prepared, and reports one process."""
+    import os
+
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = multi and (parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    return PartialState(cpu=True) if cpu else PartialState()
+
+
+def _all_reduce_sum(maps: dict[str, torch.Tensor], count: int, state: Any) -> int:
+    """Sum every map and the count over the processes, in place (maps move to the process device for the
+    collective when the backend needs it, e.g. nccl with offloaded maps). Returns the global count."""
+    import torch.distributed as dist
+
+    comm_device = state.device if "nccl" in str(dist.get_backend()) else torch.device("cpu")
+    for m in maps.values():
+        t = m if m.device == comm_device else m.to(comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        if t is not m:
+            m.copy_(t)
+    c = torch.tensor([count], dtype=torch.float64, device=comm_device)
+    dist.all_reduce(c, op=dist.ReduceOp.SUM)
+    return int(c.item())
 
 
 def _forward_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], loss_fn: LossFn) -> torch.Tensor:
@@ -481,6 +536,7 @@ class SSD(UnlearningMethod):
 
         # I_D: given, cached, or computed over D
         self._lineage = None  # (cache, key, weights hash, requests since I_D) when I_D came through the cache
+        self._full_stats = None  # batch counts of the I_D pass, when it ran
         if importance_full is None:
             d, source = self.full_data(forget, retain, full_dataset if full_dataset is not None else train_dataset)
             details.update(full_data_source=source, n_full=len(d))
@@ -488,6 +544,8 @@ class SSD(UnlearningMethod):
             timings.update(t)
             tokens += tok_d
             details["cache"] = status
+            if self._full_stats is not None:
+                details["importance_full_batches"] = self._full_stats
         else:
             details.update(full_data_source="importance_full argument", cache="given")
 
@@ -496,7 +554,9 @@ class SSD(UnlearningMethod):
         f_loader = self.loader(forget, tokenizer, in_memory=True)
         timings["tokenize_forget"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        importance_forget = compute_importance(model, f_loader, **imp_kw)
+        f_stats: dict[str, Any] = {}
+        importance_forget = compute_importance(model, f_loader, stats=f_stats, **imp_kw)
+        details["importance_forget_batches"] = f_stats
         timings["importance_forget"] = time.perf_counter() - t0
         tokens += sum(sum(r["attention_mask"]) for r in f_loader.dataset)
         total_signal = sum(float(v.sum()) for v in importance_forget.values())
@@ -531,7 +591,10 @@ class SSD(UnlearningMethod):
             cache, key, _, depth = self._lineage
             t0 = time.perf_counter()
             new_hash = self._weights_hash(model)
-            cache.add_descendant(key, new_hash, depth + 1)
+            state = process_state()
+            if state.is_main_process:  # every process holds the same dampened weights; one writes
+                cache.add_descendant(key, new_hash, depth + 1)
+            state.wait_for_everyone()
             timings["lineage"] = time.perf_counter() - t0
             details["requests_since_importance_full"] = depth + 1
         params = dict(model.named_parameters())
@@ -620,12 +683,17 @@ class SSD(UnlearningMethod):
         loader = self.loader(d, tokenizer)
         timings["tokenize_full"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        maps = compute_importance(model, loader, **imp_kw)
+        d_stats: dict[str, Any] = {}
+        maps = compute_importance(model, loader, stats=d_stats, **imp_kw)
+        self._full_stats = d_stats
         timings["importance_full"] = time.perf_counter() - t0
         tokens = sum(int(sum(x)) for x in column(loader.dataset, "attention_mask"))
         if cache is not None:
             info = {**setting, "n_examples": len(d), "max_length": cfg.max_length, "template": cfg.template}
-            cache.save(key, maps, w_hash, info)
+            state = process_state()
+            if state.is_main_process:  # the maps are the same on every process (all-reduced); one writes
+                cache.save(key, maps, w_hash, info)
+            state.wait_for_everyone()
             status = {"stale": "stale-recomputed", "refresh": "refreshed"}.get(status, "miss")
             self._lineage = (cache, key, w_hash, 0)
         return maps, status, tokens, timings
