@@ -78,8 +78,11 @@ def main(argv=None) -> dict:
     p.add_argument("--sequence", type=int, default=0, help="N sequential requests (see the module docstring)")
     p.add_argument("--sequence-split", default="forget10", help="the examples the N requests forget")
     p.add_argument("--refresh-every", type=int, default=5, help="cache_policy='refresh' in --sequence")
+    p.add_argument("--estimate-memory", action="store_true", help="print the 7B/70B memory table and exit")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
+    if args.estimate_memory:
+        return estimate_memory()
     torch.set_num_threads(args.threads)
 
     dd = build(n_authors=args.n_authors, seed=args.seed, qa_per_author=args.qa_per_author)
@@ -210,6 +213,39 @@ def main(argv=None) -> dict:
     (out / "ssd.md").write_text(markdown(report))
     print(markdown(report))
     return report
+
+
+LLAMA_SHAPES = {
+    "7B (Llama-2-7B shapes)": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                   num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+    "70B (Llama-2-70B shapes)": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                                     num_attention_heads=64, num_key_value_heads=8, vocab_size=32000),
+}  # fmt: skip
+
+
+def estimate_memory(rank: int = 16, modules: tuple[str, ...] = ("q_proj", "v_proj")) -> dict:
+    """Weights and SSD map sizes for 7B/70B Llama shapes, counted on a meta-device model (nothing is allocated)."""
+    from accelerate import init_empty_weights
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    table = {}
+    for name, shape in LLAMA_SHAPES.items():
+        with init_empty_weights():
+            model = LlamaForCausalLM(LlamaConfig(**shape))
+        n = sum(p.numel() for p in model.parameters())
+        lora = sum(
+            rank * (m.in_features + m.out_features)
+            for mn, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and mn.split(".")[-1] in modules
+        )
+        table[name] = {"params": n, "weights_bf16_gb": 2 * n / 1e9, "maps_full_gb": 8 * n / 1e9,
+                       "lora_params": lora, "maps_adapter_mb": 8 * lora / 1e6}  # fmt: skip
+        t = table[name]
+        print(
+            f"| {name} | {n / 1e9:.2f}B | {t['weights_bf16_gb']:.1f} GB | {t['maps_full_gb']:.1f} GB | "
+            f"{lora / 1e6:.1f}M params -> {t['maps_adapter_mb']:.0f} MB |"
+        )
+    return table
 
 
 POLICIES = ("reuse", "refresh", "strict")
