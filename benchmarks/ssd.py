@@ -15,7 +15,7 @@ Writes ``benchmarks/results/ssd.json`` and ``ssd.md``.
 
 ``--sequence N`` measures instead a SEQUENCE of N deletion requests on one model (target=full), which is how
 requests arrive: the ``--sequence-split`` examples are cut into N disjoint requests, each applied to the model the
-previous one dampened, for every I_D cache policy (``reuse``, ``refresh``, ``strict``). Per request: its cost
+previous one dampened, for every I_D cache policy (``anchored``, ``strict``, ``reuse``, ``refresh``). Per request: its cost
 (seconds, and over one fwd+bwd pass over its own forget set) and the quality after it (answer NLL of that request's
 forget set, of everything forgotten so far, and of the retain set). Writes ``ssd_sequence.json`` and ``.md``.
 
@@ -248,7 +248,7 @@ def estimate_memory(rank: int = 16, modules: tuple[str, ...] = ("q_proj", "v_pro
     return table
 
 
-POLICIES = ("reuse", "refresh", "strict")
+POLICIES = ("anchored", "strict", "reuse", "refresh")
 
 
 def sequence(args, dd, tok, target, finetune_s: float) -> dict:

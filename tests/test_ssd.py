@@ -309,15 +309,40 @@ def _original_importance(model, tok):
     return compute_importance(model, ssd.loader(Dataset.from_list(QA), tok))
 
 
+def test_sequence_anchored_selects_on_the_original_weights(tmp_path):
+    """cache_policy='anchored' (default): request k computes I_F on the ORIGINAL weights (the dampened entries'
+    original values swapped in), compares it with the original I_D and dampens the current model; no pass over D
+    after the first request. Reference: both maps computed independently on an untouched copy of the original."""
+    original, tok = _tiny()
+    i_d = _original_importance(copy.deepcopy(original), tok)
+    model, reference = copy.deepcopy(original), copy.deepcopy(original)
+    ssd = SSD(SSDConfig(batch_size=4, max_length=40))
+    statuses = []
+    for k in range(3):
+        r = _seq_request(model, tok, k, tmp_path)
+        statuses.append(r.details["cache"])
+        assert ("importance_full" in r.timings) == (k == 0)
+        assert r.details["requests_since_importance_full"] == k + 1
+        i_f = compute_importance(original, ssd.loader(Dataset.from_list(QA[2 * k : 2 * k + 2]), tok))
+        dampen(reference, i_d, i_f, alpha=2.0, lambda_=1.0)
+        _assert_same(_state(model), _state(reference))
+    assert statuses == ["miss", "lineage-hit", "lineage-hit"]
+    # a descendant recorded by another policy has no anchor: anchored recomputes instead of guessing
+    other = copy.deepcopy(original)
+    for k in range(2):
+        _seq_request(other, tok, k, tmp_path / "other", cache_policy="reuse")
+    assert _seq_request(other, tok, 2, tmp_path / "other").details["cache"] == "stale-recomputed"
+
+
 def test_sequence_reuse_keeps_the_original_importance(tmp_path):
-    """cache_policy='reuse' (default): request 2+ on the dampened model reuses I_D of the ORIGINAL weights, exactly
-    as if that map were passed in; no pass over D after the first request."""
+    """cache_policy='reuse': request 2+ on the dampened model reuses I_D of the ORIGINAL weights, exactly as if that
+    map were passed in (I_F on the current weights); no pass over D after the first request."""
     original, tok = _tiny()
     i_d = _original_importance(copy.deepcopy(original), tok)
     model, reference = copy.deepcopy(original), copy.deepcopy(original)
     statuses = []
     for k in range(3):
-        r = _seq_request(model, tok, k, tmp_path)
+        r = _seq_request(model, tok, k, tmp_path, cache_policy="reuse")
         statuses.append(r.details["cache"])
         assert ("importance_full" in r.timings) == (k == 0)
         _seq_request(reference, tok, k, importance_full=i_d)  # the independent reference: I_D given explicitly

@@ -11,7 +11,7 @@ from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 TARGETS = ("full", "adapter")
 IMPORTANCE_MODES = ("batch_sq", "per_sample_sq")
 ON_STALE = ("recompute", "error", "reuse")
-CACHE_POLICIES = ("reuse", "refresh", "strict")
+CACHE_POLICIES = ("anchored", "strict", "reuse", "refresh")
 
 
 def _check_positive_finite(name: str, value: object) -> None:
@@ -128,15 +128,18 @@ class SSDConfig(UnlearnConfig):
         },
     )
     cache_policy: str = field(
-        default="reuse",
+        default="anchored",
         metadata={
-            "help": "Sequential requests on a model SSD has already dampened (its weights hash changed): 'reuse' "
-            "keeps the I_D of the model the requests started from (approximates I_D at the current weights by I_D "
-            "at the original ones; no pass over D after the first request); 'refresh' does the same but recomputes "
-            "I_D once refresh_every requests have reused it; 'strict' recomputes I_D whenever the weights changed "
-            "(the official algorithm applied to every request; a full pass over D each time). Only models derived "
-            "by SSD requests from the cached weights count as the same lineage: any other change is handled by "
-            "on_stale."
+            "help": "Sequential requests on a model SSD has already dampened (its weights hash changed). "
+            "'anchored': keep the I_D of the original weights and compute each request's I_F on those original "
+            "weights too (the dampened entries' original values are kept beside the cache and swapped in for the "
+            "I_F pass), then dampen the current model: each request selects what SSD would select on the original "
+            "model; one pass over F per request. 'strict': recompute I_D on the current weights whenever they "
+            "changed (the official algorithm per request; a full pass over D each time). 'reuse': keep the "
+            "original I_D but compute I_F on the dampened weights (cheap, but the two maps then belong to "
+            "different weights: measured to collapse the model, benchmarks/results/ssd_sequence.md). 'refresh': "
+            "'reuse' with I_D recomputed every refresh_every requests. Only models derived by SSD requests from "
+            "the cached weights count as the same lineage: any other change is handled by on_stale."
         },
     )
     refresh_every: int = field(

@@ -253,6 +253,44 @@ def compute_importance(
     return maps
 
 
+class _SwappedIn:
+    """Context manager: write ``{name: (flat indices, values)}`` into the parameters, restore the current values on
+    exit (bit-exact)."""
+
+    def __init__(self, model: torch.nn.Module, values: dict[str, tuple[torch.Tensor, torch.Tensor]] | None):
+        self.model, self.values, self.saved = model, values or {}, {}
+
+    def __enter__(self) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, (idx, val) in self.values.items():
+                flat = params[name].data.view(-1)
+                idx = idx.to(flat.device)
+                self.saved[name] = (idx, flat[idx].clone())
+                flat[idx] = val.to(flat.device, flat.dtype)
+
+    def __exit__(self, *exc: Any) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, (idx, val) in self.saved.items():
+                params[name].data.view(-1)[idx] = val
+
+
+def _merge_anchor(
+    old: dict[str, tuple[torch.Tensor, torch.Tensor]], new: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Union of two ``{name: (indices, original values)}`` records; ``old`` (earlier requests) wins on overlaps."""
+    out = dict(old)
+    for name, (idx, val) in new.items():
+        if name in out:
+            o_idx, o_val = out[name]
+            fresh = ~torch.isin(idx, o_idx)
+            out[name] = (torch.cat([o_idx, idx[fresh]]), torch.cat([o_val, val[fresh]]))
+        else:
+            out[name] = (idx, val)
+    return out
+
+
 def process_state() -> Any:
     """accelerate's ``PartialState``, created with ``cpu=True`` when there is no GPU (or ``ACCELERATE_USE_CPU`` is
     set): on CPU a plain ``PartialState()`` does not join the gloo process group that ``accelerate launch`` /
@@ -329,6 +367,7 @@ def dampen(
     importance_forget: dict[str, torch.Tensor],
     alpha: float,
     lambda_: float,
+    previous: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str, int]:
     """Dampen, in place, the entries far more important to the forget set than to the whole data.
 
@@ -344,6 +383,8 @@ def dampen(
         importance_forget: I_F, same keys and shapes.
         alpha: selection threshold (> 0).
         lambda_: dampening constant (> 0).
+        previous: when given, filled with ``{name: (flat indices, values before dampening)}`` of the selected
+            entries (what the ``anchored`` cache policy keeps to restore the original weights).
 
     Returns:
         ``{parameter name: number of dampened entries}`` for every parameter present in both maps.
@@ -382,6 +423,9 @@ def dampen(
         if n:
             beta = (lambda_ * i_d / i_f).clamp(max=1.0)  # inf/nan only where I_F = 0, which is never selected
             # torch.where keeps every unselected entry bit-identical (and is faster than boolean indexing)
+            if previous is not None:
+                idx = selected.reshape(-1).nonzero().squeeze(1)
+                previous[name] = (idx.cpu(), p.detach().reshape(-1)[idx].cpu().clone())
             p.copy_(torch.where(selected, (p.float() * beta).to(p.dtype), p))
     return counts
 
@@ -555,7 +599,11 @@ class SSD(UnlearningMethod):
         timings["tokenize_forget"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         f_stats: dict[str, Any] = {}
-        importance_forget = compute_importance(model, f_loader, stats=f_stats, **imp_kw)
+        anchor = self._anchor()
+        with _SwappedIn(model, anchor):  # 'anchored': I_F at the original weights, the ones I_D belongs to
+            importance_forget = compute_importance(model, f_loader, stats=f_stats, **imp_kw)
+        if anchor is not None:
+            details["anchored_entries"] = sum(int(i.numel()) for i, _ in anchor.values())
         details["importance_forget_batches"] = f_stats
         timings["importance_forget"] = time.perf_counter() - t0
         tokens += sum(sum(r["attention_mask"]) for r in f_loader.dataset)
@@ -584,7 +632,13 @@ class SSD(UnlearningMethod):
                     bound,
                 )
         t0 = time.perf_counter()
-        counts = dampen(model, importance_full, importance_forget, alpha, cfg.lambda_) if total_signal > 0 else {}
+        keep_anchor = self._lineage is not None and cfg.cache_policy == "anchored"
+        previous: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = {} if keep_anchor else None
+        counts = (
+            dampen(model, importance_full, importance_forget, alpha, cfg.lambda_, previous=previous)
+            if total_signal > 0
+            else {}
+        )
         timings["dampen"] = time.perf_counter() - t0
         if self._lineage is not None and cfg.cache_policy != "strict" and counts and any(counts.values()):
             # record the dampened model as a descendant of the cached I_D's weights, for the next request
@@ -593,6 +647,8 @@ class SSD(UnlearningMethod):
             new_hash = self._weights_hash(model)
             state = process_state()
             if state.is_main_process:  # every process holds the same dampened weights; one writes
+                if keep_anchor:  # the original values of every entry dampened so far (earlier requests' first)
+                    cache.save_anchor(key, new_hash, _merge_anchor(anchor or {}, previous or {}))
                 cache.add_descendant(key, new_hash, depth + 1)
             state.wait_for_everyone()
             timings["lineage"] = time.perf_counter() - t0
@@ -617,6 +673,13 @@ class SSD(UnlearningMethod):
         if n_damp == 0 and total_signal > 0:
             logger.warning("SSD selected no parameter entry (alpha=%s); lower alpha to dampen more", alpha)
         return MethodOutput(model=model, details=details, timings=timings, tokens_processed=tokens)
+
+    def _anchor(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+        """The original values of the entries earlier requests dampened (``anchored`` policy, lineage depth > 0)."""
+        if self._lineage is None or self.config.cache_policy != "anchored" or self._lineage[3] == 0:
+            return None
+        cache, key, w_hash, _ = self._lineage
+        return cache.load_anchor(key, w_hash)
 
     def _weights_hash(self, model: Any) -> str:
         cfg: SSDConfig = self.config
@@ -662,7 +725,9 @@ class SSD(UnlearningMethod):
                 self._lineage = (cache, key, w_hash, 0)
                 return maps, "hit", 0, timings
             depth = cache.lineage(key).get(w_hash) if status == "stale" and cfg.cache_policy != "strict" else None
-            if depth is not None and (cfg.cache_policy == "reuse" or depth < cfg.refresh_every):
+            if depth is not None and cfg.cache_policy == "anchored" and not cache.has_anchor(key, w_hash):
+                depth = None  # a descendant recorded without its anchor (another policy): not usable here
+            if depth is not None and (cfg.cache_policy in ("reuse", "anchored") or depth < cfg.refresh_every):
                 # a model SSD requests derived from the cached weights: reuse their I_D (the documented approximation)
                 self._lineage = (cache, key, w_hash, depth)
                 return maps, "lineage-hit", 0, timings
