@@ -15,9 +15,10 @@ Writes ``benchmarks/results/ssd.json`` and ``ssd.md``.
 
 ``--sequence N`` measures instead a SEQUENCE of N deletion requests on one model (target=full), which is how
 requests arrive: the ``--sequence-split`` examples are cut into N disjoint requests, each applied to the model the
-previous one dampened, for every I_D cache policy (``anchored``, ``strict``, ``reuse``, ``refresh``). Per request: its cost
-(seconds, and over one fwd+bwd pass over its own forget set) and the quality after it (answer NLL of that request's
-forget set, of everything forgotten so far, and of the retain set). Writes ``ssd_sequence.json`` and ``.md``.
+previous one dampened, for every I_D cache policy (``anchored``, ``strict``, ``reuse``, ``refresh``). Per request:
+its cost (seconds, and over one fwd+bwd pass over its own forget set) and the quality after it (answer NLL of that
+request's forget set, of everything forgotten so far, and of the retain set). Writes ``ssd_sequence.json`` and
+``.md``.
 
 Usage:
     python benchmarks/ssd.py                   # about 2-4 minutes on 2 shared CPU cores
