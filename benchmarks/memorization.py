@@ -17,7 +17,9 @@ Writes ``memorization.json``, ``memorization.md`` and ``memorization.png`` under
 ``--compare-loops SCORES_JSON`` skips the scoring (it reads the scores of an earlier run's ``memorization.json``,
 which must have the same data and model arguments) and compares the two NegGrad+ loops of ``rum`` (``epoch_over``
 ``retain``: the official loop, one epoch = a pass over the retain set; ``forget``: a pass over the forget set) with
-the official alphas and ``--alphas``, over ``--ul-seeds``; writes ``memorization_loops.{json,md}``.
+the official alphas and ``--alphas``, over ``--ul-seeds``; writes ``memorization_loops{--tag}.{json,md}``.
+``--loops retain --ul-epochs 0.4 --tag _equal_steps`` gives the official loop about the step budget of the
+``forget`` loop at 4 epochs (20 forget / 212 retain examples).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--epoch-over", default="retain", choices=["retain", "forget"], help="rum's NegGrad+ loop")
     p.add_argument("--compare-loops", default=None, metavar="SCORES_JSON", help="see the module docstring")
     p.add_argument("--ul-seeds", type=int, nargs="+", default=[0, 1], help="unlearning seeds (--compare-loops)")
+    p.add_argument("--loops", nargs="+", default=["retain", "forget"], help="loops to compare (--compare-loops)")
+    p.add_argument("--tag", default="", help="suffix of the --compare-loops output files")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for tiny models)")
     p.add_argument("--out", default="benchmarks/results")
     return p.parse_args()
@@ -244,7 +248,7 @@ def compare_loops(a, bench, tok, target, gold, n_params: int, earlier: dict) -> 
     }
     rows = {"target": quality(target, tok, bench, a), "gold (retrain)": quality(gold, tok, bench, a)}
     runs = []
-    for loop in ("retain", "forget"):
+    for loop in a.loops:
         for alpha_name, alphas in (("official", OFFICIAL_ALPHAS), ("tuned", list(a.alphas))):
             for source, scores in sources.items():
                 for seed in a.ul_seeds:
@@ -292,9 +296,9 @@ def compare_loops(a, bench, tok, target, gold, n_params: int, earlier: dict) -> 
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "memorization_loops.json").write_text(json.dumps(report, indent=2))
-    (out / "memorization_loops.md").write_text(markdown_loops(report))
-    print(f"wrote {out}/memorization_loops.{{json,md}} in {report['total_seconds']:.0f}s")
+    (out / f"memorization_loops{a.tag}.json").write_text(json.dumps(report, indent=2))
+    (out / f"memorization_loops{a.tag}.md").write_text(markdown_loops(report))
+    print(f"wrote {out}/memorization_loops{a.tag}.{{json,md}} in {report['total_seconds']:.0f}s")
 
 
 def markdown_loops(r: dict) -> str:
