@@ -18,8 +18,9 @@ Writes ``memorization.json``, ``memorization.md`` and ``memorization.png`` under
 which must have the same data and model arguments) and compares the two NegGrad+ loops of ``rum`` (``epoch_over``
 ``retain``: the official loop, one epoch = a pass over the retain set; ``forget``: a pass over the forget set) with
 the official alphas and ``--alphas``, over ``--ul-seeds``; writes ``memorization_loops{--tag}.{json,md}``.
-``--loops retain --ul-epochs 0.4 --tag _equal_steps`` gives the official loop about the step budget of the
-``forget`` loop at 4 epochs (20 forget / 212 retain examples).
+``--loops retain --loop-epochs 0.148 0.4 1 --tag _short`` runs the official loop with fewer epochs: at 0.148 base
+epochs it takes the step budget of the ``forget`` loop at 4 (forget groups of 6-7 examples are one batch of 8;
+212 retain examples are 27 batches).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--ul-seeds", type=int, nargs="+", default=[0, 1], help="unlearning seeds (--compare-loops)")
     p.add_argument("--loops", nargs="+", default=["retain", "forget"], help="loops to compare (--compare-loops)")
     p.add_argument("--tag", default="", help="suffix of the --compare-loops output files")
+    p.add_argument(
+        "--loop-epochs", type=float, nargs="+", default=None, help="--compare-loops: base epochs to try (--ul-epochs)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for tiny models)")
     p.add_argument("--out", default="benchmarks/results")
     return p.parse_args()
@@ -248,11 +252,12 @@ def compare_loops(a, bench, tok, target, gold, n_params: int, earlier: dict) -> 
     }
     rows = {"target": quality(target, tok, bench, a), "gold (retrain)": quality(gold, tok, bench, a)}
     runs = []
-    for loop in a.loops:
+    combos = [(loop, ep) for loop in a.loops for ep in (a.loop_epochs or [a.ul_epochs])]
+    for loop, epochs in combos:
         for alpha_name, alphas in (("official", OFFICIAL_ALPHAS), ("tuned", list(a.alphas))):
             for source, scores in sources.items():
                 for seed in a.ul_seeds:
-                    kw = dict(learning_rate=a.ul_lr, num_epochs=a.ul_epochs, batch_size=8, max_length=a.max_length)
+                    kw = dict(learning_rate=a.ul_lr, num_epochs=epochs, batch_size=8, max_length=a.max_length)
                     if source == "whole F":  # plain NegGrad+: one group, the medium alpha, the base recipe
                         kw.update(grouping="quantiles", n_groups=1, alphas=alphas[1], epoch_scales=1.0, lr_scales=1.0)
                     else:
@@ -273,6 +278,7 @@ def compare_loops(a, bench, tok, target, gold, n_params: int, earlier: dict) -> 
                     runs.append(
                         {
                             "loop": loop,
+                            "epochs": epochs,
                             "alphas": alpha_name,
                             "source": source,
                             "seed": seed,
@@ -282,7 +288,7 @@ def compare_loops(a, bench, tok, target, gold, n_params: int, earlier: dict) -> 
                         }
                     )
                     print(
-                        f"{loop:6s} {alpha_name:8s} {source:8s} seed {seed} steps {steps:4d} "
+                        f"{loop:6s} ep {epochs:g} {alpha_name:8s} {source:8s} seed {seed} steps {steps:4d} "
                         + " ".join(f"{k} {v:.3f}" for k, v in q.items())
                     )
     report = {
@@ -307,7 +313,7 @@ def markdown_loops(r: dict) -> str:
         f"# RUM's NegGrad+ loops (embedded benchmark, {r['n_forget']} forgotten, {r['n_retain']} retained, tiny "
         f"Llama {r['model_params'] / 1e6:.2f}M params)",
         "",
-        f"Base recipe lr {a['ul_lr']}, {a['ul_epochs']} epochs, batch 8, high group 2x epochs at lr/10; alphas "
+        f"Base recipe lr {a['ul_lr']}, AdamW, batch 8, base epochs as listed (the high group 2x at lr/10); alphas "
         f"official {OFFICIAL_ALPHAS} or tuned {a['alphas']} (whole F: the medium alpha, one group). "
         f"Mean ± std over unlearning seeds {a['ul_seeds']} (one target model).",
         "",
@@ -320,23 +326,24 @@ def markdown_loops(r: dict) -> str:
         )
     lines += [
         "",
-        "| loop (epoch over) | alphas | scores | steps | forget NLL | retain NLL | holdout NLL | MIA AUC | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| loop (epoch over) | base epochs | alphas | scores | steps | forget NLL | retain NLL | holdout NLL "
+        "| MIA AUC | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = []
     for run in r["runs"]:
-        k = (run["loop"], run["alphas"], run["source"])
+        k = (run["loop"], run.get("epochs", a["ul_epochs"]), run["alphas"], run["source"])
         if k not in keys:
             keys.append(k)
     for k in keys:
-        sel = [x for x in r["runs"] if (x["loop"], x["alphas"], x["source"]) == k]
+        sel = [x for x in r["runs"] if (x["loop"], x.get("epochs", a["ul_epochs"]), x["alphas"], x["source"]) == k]
 
         def ms(f: str, sel=sel) -> str:
             v = np.array([x[f] for x in sel], dtype=float)
             return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
         lines.append(
-            f"| {k[0]} | {k[1]} | {k[2]} | {sel[0]['steps']} | {ms('forget_nll')} | {ms('retain_nll')} | "
+            f"| {k[0]} | {k[1]:g} | {k[2]} | {k[3]} | {sel[0]['steps']} | {ms('forget_nll')} | {ms('retain_nll')} | "
             f"{ms('holdout_nll')} | {ms('mia_auc')} | {np.mean([x['unlearn_seconds'] for x in sel]):.1f} |"
         )
     return "\n".join(lines) + "\n"
