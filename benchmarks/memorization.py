@@ -13,6 +13,14 @@
 Writes ``memorization.json``, ``memorization.md`` and ``memorization.png`` under ``--out``.
 
     python benchmarks/memorization.py --out benchmarks/results              # ~10 min on 2 busy CPU cores
+
+``--compare-loops SCORES_JSON`` skips the scoring (it reads the scores of an earlier run's ``memorization.json``,
+which must have the same data and model arguments) and compares the two NegGrad+ loops of ``rum`` (``epoch_over``
+``retain``: the official loop, one epoch = a pass over the retain set; ``forget``: a pass over the forget set) with
+the official alphas and ``--alphas``, over ``--ul-seeds``; writes ``memorization_loops{--tag}.{json,md}``.
+``--loops retain --loop-epochs 0.148 0.4 1 --tag _short`` runs the official loop with fewer epochs: at 0.148 base
+epochs it takes the step budget of the ``forget`` loop at 4 (forget groups of 6-7 examples are one batch of 8;
+212 retain examples are 27 batches).
 """
 
 from __future__ import annotations
@@ -66,6 +74,14 @@ def parse() -> argparse.Namespace:
     p.add_argument("--ul-lr", type=float, default=2e-3)
     p.add_argument("--ul-epochs", type=float, default=4)
     p.add_argument("--alphas", type=float, nargs=3, default=[0.9, 0.85, 0.85])
+    p.add_argument("--epoch-over", default="retain", choices=["retain", "forget"], help="rum's NegGrad+ loop")
+    p.add_argument("--compare-loops", default=None, metavar="SCORES_JSON", help="see the module docstring")
+    p.add_argument("--ul-seeds", type=int, nargs="+", default=[0, 1], help="unlearning seeds (--compare-loops)")
+    p.add_argument("--loops", nargs="+", default=["retain", "forget"], help="loops to compare (--compare-loops)")
+    p.add_argument("--tag", default="", help="suffix of the --compare-loops output files")
+    p.add_argument(
+        "--loop-epochs", type=float, nargs="+", default=None, help="--compare-loops: base epochs to try (--ul-epochs)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for tiny models)")
     p.add_argument("--out", default="benchmarks/results")
     return p.parse_args()
@@ -117,6 +133,9 @@ def main() -> None:
     ft_seconds = ft.wall_time - rec.seconds  # one fine-tune without the recording
     gold = finetune(copy.deepcopy(base), tok, bench[retain_split], **recipe).model
     print(f"fine-tune {ft.wall_time:.1f}s (recording {rec.seconds:.2f}s), train loss {ft.train_loss:.3f}")
+    if a.compare_loops:
+        compare_loops(a, bench, tok, target, gold, n_params, json.loads(Path(a.compare_loops).read_text()))
+        return
 
     results = {}
     true = true_memorization(
@@ -170,6 +189,7 @@ def main() -> None:
             tokenizer=tok,
             scores={u: scores[u] for u in uids_forget},
             alphas=a.alphas,
+            epoch_over=a.epoch_over,
             **ul,
         )
         rows[f"rum[{name}]"] = {**quality(res.model, tok, bench, a), "unlearn_seconds": res.timings["unlearn"]}
@@ -183,6 +203,7 @@ def main() -> None:
         grouping="quantiles",
         n_groups=1,
         alphas=a.alphas[1],
+        epoch_over=a.epoch_over,
         epoch_scales=1.0,
         lr_scales=1.0,
         **ul,
@@ -210,6 +231,122 @@ def main() -> None:
     (out / "memorization.md").write_text(markdown(report))
     plot(report, out / "memorization.png")
     print(f"wrote {out}/memorization.{{json,md,png}} in {report['total_seconds']:.0f}s")
+
+
+OFFICIAL_ALPHAS = [0.99, 0.97, 0.97]
+
+
+def compare_loops(a, bench, tok, target, gold, n_params: int, earlier: dict) -> None:
+    """RUM's two NegGrad+ loops x {official, --alphas} x score source (true, random, whole F) x seeds."""
+    if earlier["args"]["n_authors"] != a.n_authors or earlier["args"]["seed"] != a.seed:
+        raise ValueError(f"{a.compare_loops} was computed with other data arguments: {earlier['args']}")
+    t_all = time.perf_counter()
+    retain_split = "retain" + str(100 - int(a.forget_split[-2:]))
+    forget = bench[a.forget_split]
+    uids_forget = list(forget["uid"])
+    rng = random.Random(a.seed)
+    sources = {
+        "true": earlier["scores"]["true"],
+        "random": {u: rng.random() for u in uids_forget},
+        "whole F": {u: 0.0 for u in uids_forget},
+    }
+    rows = {"target": quality(target, tok, bench, a), "gold (retrain)": quality(gold, tok, bench, a)}
+    runs = []
+    combos = [(loop, ep) for loop in a.loops for ep in (a.loop_epochs or [a.ul_epochs])]
+    for loop, epochs in combos:
+        for alpha_name, alphas in (("official", OFFICIAL_ALPHAS), ("tuned", list(a.alphas))):
+            for source, scores in sources.items():
+                for seed in a.ul_seeds:
+                    kw = dict(learning_rate=a.ul_lr, num_epochs=epochs, batch_size=8, max_length=a.max_length)
+                    if source == "whole F":  # plain NegGrad+: one group, the medium alpha, the base recipe
+                        kw.update(grouping="quantiles", n_groups=1, alphas=alphas[1], epoch_scales=1.0, lr_scales=1.0)
+                    else:
+                        kw.update(alphas=alphas)
+                    res = hf_unlearn.unlearn(
+                        copy.deepcopy(target),
+                        forget,
+                        bench[retain_split],
+                        method="rum",
+                        tokenizer=tok,
+                        scores={u: scores[u] for u in uids_forget},
+                        epoch_over=loop,
+                        seed=seed,
+                        **kw,
+                    )
+                    q = quality(res.model, tok, bench, a)
+                    steps = sum(g["steps"] for g in res.details["groups"])
+                    runs.append(
+                        {
+                            "loop": loop,
+                            "epochs": epochs,
+                            "alphas": alpha_name,
+                            "source": source,
+                            "seed": seed,
+                            "steps": steps,
+                            "unlearn_seconds": res.timings["unlearn"],
+                            **q,
+                        }
+                    )
+                    print(
+                        f"{loop:6s} ep {epochs:g} {alpha_name:8s} {source:8s} seed {seed} steps {steps:4d} "
+                        + " ".join(f"{k} {v:.3f}" for k, v in q.items())
+                    )
+    report = {
+        "args": vars(a),
+        "model_params": n_params,
+        "n_forget": len(forget),
+        "n_retain": len(bench[retain_split]),
+        "reference": rows,
+        "runs": runs,
+        "total_seconds": time.perf_counter() - t_all,
+    }
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"memorization_loops{a.tag}.json").write_text(json.dumps(report, indent=2))
+    (out / f"memorization_loops{a.tag}.md").write_text(markdown_loops(report))
+    print(f"wrote {out}/memorization_loops{a.tag}.{{json,md}} in {report['total_seconds']:.0f}s")
+
+
+def markdown_loops(r: dict) -> str:
+    a = r["args"]
+    lines = [
+        f"# RUM's NegGrad+ loops (embedded benchmark, {r['n_forget']} forgotten, {r['n_retain']} retained, tiny "
+        f"Llama {r['model_params'] / 1e6:.2f}M params)",
+        "",
+        f"Base recipe lr {a['ul_lr']}, AdamW, batch 8, base epochs as listed (the high group 2x at lr/10); alphas "
+        f"official {OFFICIAL_ALPHAS} or tuned {a['alphas']} (whole F: the medium alpha, one group). "
+        f"Mean ± std over unlearning seeds {a['ul_seeds']} (one target model).",
+        "",
+        "| model | forget NLL | retain NLL | holdout NLL | MIA AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for n, q in r["reference"].items():
+        lines.append(
+            f"| {n} | {q['forget_nll']:.3f} | {q['retain_nll']:.3f} | {q['holdout_nll']:.3f} | {q['mia_auc']:.3f} |"
+        )
+    lines += [
+        "",
+        "| loop (epoch over) | base epochs | alphas | scores | steps | forget NLL | retain NLL | holdout NLL "
+        "| MIA AUC | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = []
+    for run in r["runs"]:
+        k = (run["loop"], run.get("epochs", a["ul_epochs"]), run["alphas"], run["source"])
+        if k not in keys:
+            keys.append(k)
+    for k in keys:
+        sel = [x for x in r["runs"] if (x["loop"], x.get("epochs", a["ul_epochs"]), x["alphas"], x["source"]) == k]
+
+        def ms(f: str, sel=sel) -> str:
+            v = np.array([x[f] for x in sel], dtype=float)
+            return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+        lines.append(
+            f"| {k[0]} | {k[1]:g} | {k[2]} | {k[3]} | {sel[0]['steps']} | {ms('forget_nll')} | {ms('retain_nll')} | "
+            f"{ms('holdout_nll')} | {ms('mia_auc')} | {np.mean([x['unlearn_seconds'] for x in sel]):.1f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def markdown(r: dict) -> str:

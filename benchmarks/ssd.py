@@ -13,9 +13,17 @@ Measures, in one run on the same machine (CPU, fixed threads):
 
 Writes ``benchmarks/results/ssd.json`` and ``ssd.md``.
 
+``--sequence N`` measures instead a SEQUENCE of N deletion requests on one model (target=full), which is how
+requests arrive: the ``--sequence-split`` examples are cut into N disjoint requests, each applied to the model the
+previous one dampened, for every I_D cache policy (``anchored``, ``strict``, ``reuse``, ``refresh``). Per request:
+its cost (seconds, and over one fwd+bwd pass over its own forget set) and the quality after it (answer NLL of that
+request's forget set, of everything forgotten so far, and of the retain set). Writes ``ssd_sequence.json`` and
+``.md``.
+
 Usage:
     python benchmarks/ssd.py                   # about 2-4 minutes on 2 shared CPU cores
     python benchmarks/ssd.py --n-authors 40 --hidden 256 --layers 6 --reps 5
+    python benchmarks/ssd.py --sequence 10     # 10 sequential requests, every cache policy
 """
 
 from __future__ import annotations
@@ -68,8 +76,14 @@ def main(argv=None) -> dict:
     p.add_argument("--reps", type=int, default=9)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sequence", type=int, default=0, help="N sequential requests (see the module docstring)")
+    p.add_argument("--sequence-split", default="forget10", help="the examples the N requests forget")
+    p.add_argument("--refresh-every", type=int, default=5, help="cache_policy='refresh' in --sequence")
+    p.add_argument("--estimate-memory", action="store_true", help="print the 7B/70B memory table and exit")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
+    if args.estimate_memory:
+        return estimate_memory()
     torch.set_num_threads(args.threads)
 
     dd = build(n_authors=args.n_authors, seed=args.seed, qa_per_author=args.qa_per_author)
@@ -86,6 +100,8 @@ def main(argv=None) -> dict:
     ft = dict(num_epochs=args.epochs, learning_rate=args.lr, batch_size=16, max_length=args.max_length, seed=args.seed)
     t0 = time.perf_counter()
     targets = {"full": finetune(copy.deepcopy(base), tok, full, **ft).model}
+    if args.sequence:
+        return sequence(args, dd, tok, targets["full"], time.perf_counter() - t0)
     targets["adapter"] = finetune(copy.deepcopy(base), tok, full, lora={"r": 8, "lora_alpha": 16}, **ft).model
     finetune_s = time.perf_counter() - t0
 
@@ -198,6 +214,149 @@ def main(argv=None) -> dict:
     (out / "ssd.md").write_text(markdown(report))
     print(markdown(report))
     return report
+
+
+LLAMA_SHAPES = {
+    "7B (Llama-2-7B shapes)": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                   num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+    "70B (Llama-2-70B shapes)": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                                     num_attention_heads=64, num_key_value_heads=8, vocab_size=32000),
+}  # fmt: skip
+
+
+def estimate_memory(rank: int = 16, modules: tuple[str, ...] = ("q_proj", "v_proj")) -> dict:
+    """Weights and SSD map sizes for 7B/70B Llama shapes, counted on a meta-device model (nothing is allocated)."""
+    from accelerate import init_empty_weights
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    table = {}
+    for name, shape in LLAMA_SHAPES.items():
+        with init_empty_weights():
+            model = LlamaForCausalLM(LlamaConfig(**shape))
+        n = sum(p.numel() for p in model.parameters())
+        lora = sum(
+            rank * (m.in_features + m.out_features)
+            for mn, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and mn.split(".")[-1] in modules
+        )
+        table[name] = {"params": n, "weights_bf16_gb": 2 * n / 1e9, "maps_full_gb": 8 * n / 1e9,
+                       "lora_params": lora, "maps_adapter_mb": 8 * lora / 1e6}  # fmt: skip
+        t = table[name]
+        print(
+            f"| {name} | {n / 1e9:.2f}B | {t['weights_bf16_gb']:.1f} GB | {t['maps_full_gb']:.1f} GB | "
+            f"{lora / 1e6:.1f}M params -> {t['maps_adapter_mb']:.0f} MB |"
+        )
+    return table
+
+
+POLICIES = ("anchored", "strict", "reuse", "refresh")
+
+
+def sequence(args, dd, tok, target, finetune_s: float) -> dict:
+    """N sequential requests on one model per cache policy: cost and quality after each."""
+    full, pool = dd["full"], dd[args.sequence_split]
+    retain = dd["retain" + str(100 - int(args.sequence_split[-2:]))]
+    n = args.sequence
+    if not 1 <= n <= len(pool):
+        raise ValueError(f"--sequence {n}: the split {args.sequence_split!r} has {len(pool)} examples")
+    bounds = [round(i * len(pool) / n) for i in range(n + 1)]
+    requests = [pool.select(range(bounds[i], bounds[i + 1])) for i in range(n)]
+    common = dict(
+        method="ssd", tokenizer=tok, full_dataset=full, alpha=args.alpha, lambda_=args.lambda_,
+        batch_size=args.ssd_batch_size, max_length=args.max_length, target="full",
+    )  # fmt: skip
+    fb = [
+        forward_backward_seconds(target, tok, r, args.max_length, args.ssd_batch_size, reps=3, train=False)
+        for r in requests
+    ]
+    nll = {"forget_all": mean_answer_nll(target, tok, pool, args.max_length)}
+    nll["retain"] = mean_answer_nll(target, tok, retain, args.max_length)
+    runs: dict[str, list[dict]] = {}
+    for policy in POLICIES:
+        model = copy.deepcopy(target)
+        cache_dir = tempfile.mkdtemp(prefix=f"ssd_seq_{policy}_")
+        rows = []
+        for k, req in enumerate(requests):
+            with measure() as cost:
+                res = hf_unlearn.unlearn(
+                    model, req, cache_dir=cache_dir, cache_policy=policy, refresh_every=args.refresh_every, **common
+                )
+            done = pool.select(range(bounds[k + 1]))
+            rows.append(
+                {
+                    "request": k + 1,
+                    "cache": res.details["cache"],
+                    "seconds": cost.seconds,
+                    "over_fb": cost.seconds / fb[k],
+                    "importance_full_s": res.timings.get("importance_full", 0.0),
+                    "dampened_total": res.details["dampened_total"],
+                    "forget_request_nll": mean_answer_nll(model, tok, req, args.max_length),
+                    "forget_so_far_nll": mean_answer_nll(model, tok, done, args.max_length),
+                    "retain_nll": mean_answer_nll(model, tok, retain, args.max_length),
+                }
+            )
+            print(policy, json.dumps(rows[-1]), flush=True)
+        runs[policy] = rows
+    report = {
+        "setting": {
+            **vars(args),
+            "n_full": len(full),
+            "n_pool": len(pool),
+            "request_sizes": [len(r) for r in requests],
+            "params": sum(p.numel() for p in target.parameters()),
+            "device": "cpu",
+            "torch": torch.__version__,
+            "finetune_s": finetune_s,
+        },
+        "fb_forget_s": fb,
+        "before": nll,
+        "runs": runs,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ssd_sequence.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "ssd_sequence.md").write_text(markdown_sequence(report))
+    print(markdown_sequence(report))
+    return report
+
+
+def markdown_sequence(r: dict) -> str:
+    s = r["setting"]
+    lines = [
+        f"# SSD: {s['sequence']} sequential deletion requests, per I_D cache policy",
+        "",
+        f"Data: embedded fictitious-authors benchmark, D = `full` ({s['n_full']} QA); the {s['n_pool']} QA of "
+        f"`{s['sequence_split']}` are cut, in order, into {s['sequence']} requests of {s['request_sizes']} QA, each "
+        f"applied to the model the previous request dampened. Tiny Llama {s['layers']} blocks x {s['hidden']} "
+        f"({s['params']:,} parameters), fine-tuned {s['epochs']:g} epochs, target=full. SSD alpha {s['alpha']:g}, "
+        f"lambda {s['lambda_']:g}, batch size {s['ssd_batch_size']}; CPU, {s['threads']} thread(s); one run, "
+        f"seed {s['seed']}. `refresh` recomputes I_D after {s['refresh_every']} requests. Cost = the whole "
+        "`hf_unlearn.unlearn(...)` call; `x fb` = over one fwd+bwd pass over that request's forget set. NLL = mean "
+        "answer NLL after the request: of that request's examples, of every example forgotten so far, of the "
+        f"retain set. Before any request: forgotten-pool NLL {r['before']['forget_all']:.3f}, retain NLL "
+        f"{r['before']['retain']:.3f}.",
+        "",
+        "| request | policy | I_D | cost | x fb | dampened | NLL request | NLL forgotten so far | NLL retain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    n = s["sequence"]
+    for k in range(n):
+        for policy, rows in r["runs"].items():
+            x = rows[k]
+            lines.append(
+                f"| {x['request']} | {policy} | {x['cache']} | {x['seconds'] * 1e3:.0f} ms | {x['over_fb']:.1f} | "
+                f"{x['dampened_total']:,} | {x['forget_request_nll']:.3f} | {x['forget_so_far_nll']:.3f} | "
+                f"{x['retain_nll']:.3f} |"
+            )
+    lines += ["", "| policy | total cost | mean x fb (requests 2..N) | final NLL forgotten | final NLL retain |"]
+    lines.append("|---|---|---|---|---|")
+    for policy, rows in r["runs"].items():
+        later = [x["over_fb"] for x in rows[1:]] or [rows[0]["over_fb"]]
+        lines.append(
+            f"| {policy} | {sum(x['seconds'] for x in rows):.2f} s | {statistics.mean(later):.1f} | "
+            f"{rows[-1]['forget_so_far_nll']:.3f} | {rows[-1]['retain_nll']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def markdown(r: dict) -> str:

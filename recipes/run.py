@@ -214,7 +214,9 @@ def run(recipe: dict[str, Any]) -> dict[str, Any]:
     # method_config.batch_size is global too (default: the runner's tiny-CPU default), split over the processes
     m_global = mcfg.pop("batch_size", (runner.defaults.get("batch_size") if runner is not None else None))
     m_pd_req = mcfg.pop("per_device_batch_size", None)
-    if m_global is not None:
+    if m_global is not None and method == "ssd":  # the importance batch: whole batches go to the processes
+        mcfg["batch_size"] = m_global
+    elif m_global is not None:
         m_pd, m_ga = per_device(m_global, m_pd_req, world)
         mcfg.update(batch_size=m_pd, gradient_accumulation_steps=m_ga)
     setting = Setting(

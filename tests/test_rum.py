@@ -204,6 +204,8 @@ def test_config_validation():
         RUMConfig(retain_mode="keep")
     with pytest.raises(ValueError, match="alphas"):
         RUMConfig(alphas=[0.99, 1.5, 0.97])
+    with pytest.raises(ValueError, match="epoch_over"):
+        RUMConfig(epoch_over="both")
     cfg = RUMConfig(grouping="quantiles", n_groups=5)
     assert [cfg.per_group("alphas", g, 5) for g in range(5)] == [0.99, 0.97, 0.97, 0.97, 0.97]
     with pytest.raises(ValueError, match="entries"):
@@ -215,6 +217,8 @@ def spy(monkeypatch):
     calls = []
 
     def fake_run_unlearning(trainer_cls, model, tokenizer, forget, retain, config, **kw):
+        if kw.get("driven_by") == "retain":  # official loop: R goes first, the trainer swaps the roles back
+            forget, retain = retain, forget
         calls.append(
             {
                 "trainer": trainer_cls.__name__,
@@ -270,6 +274,71 @@ def test_groups_run_low_first_and_retain_excludes_forget(spy, retain_mode):
     assert groups[0]["score_max"] < groups[1]["score_min"] and groups[1]["score_max"] < groups[2]["score_min"]
     assert set(res.timings) >= {"score", "group_low", "group_medium", "group_high"}
     assert res.tokens_processed == 30
+
+
+def _answer_ids(tok, batch) -> list[int]:
+    """The item numbers of a collated batch's examples (decoded from its input ids)."""
+    import re
+
+    return [int(re.search(r"item (\d+)", tok.decode(row)).group(1)) for row in batch["input_ids"]]
+
+
+@pytest.mark.parametrize("epoch_over", ["retain", "forget"])
+def test_neggrad_plus_epoch_is_a_pass_over_retain_or_forget(one_thread, monkeypatch, epoch_over):
+    """Official loop: one epoch = one pass over R (each retain example once), F cycled alongside (each forget example
+    |R|/|F| times). The 'forget' option: one pass over F, each paired with a distinct retain example."""
+    data = _qa(16)
+    model, tok = _tiny(data)
+    seen = []
+    orig = rum_method.NegGradPlusTrainer.unlearning_loss
+
+    def spy_loss(self, model, forget, retain):
+        seen.append((self.driven_by, forget, retain))
+        return orig(self, model, forget, retain)
+
+    monkeypatch.setattr(rum_method.NegGradPlusTrainer, "unlearning_loss", spy_loss)
+    forget = [f"u{i}" for i in range(4)]
+    res = hf_unlearn.unlearn(
+        model,
+        forget,
+        method="rum",
+        tokenizer=tok,
+        train_dataset=data,
+        scores={u: 0.0 for u in forget},
+        grouping="quantiles",
+        n_groups=1,
+        epoch_over=epoch_over,
+        num_epochs=1,
+        batch_size=4,
+        learning_rate=1e-3,
+    )
+    assert {d for d, _, _ in seen} == {epoch_over}
+    # the sub-batch roles as the trainer's loss sees them after its swap
+    as_forget, as_retain = [], []
+    for _, f, r in seen:
+        f, r = (r, f) if epoch_over == "retain" else (f, r)
+        as_forget += _answer_ids(tok, f)
+        as_retain += _answer_ids(tok, r)
+    assert set(as_forget) == {0, 1, 2, 3} and set(as_retain) <= set(range(4, 16))
+    if epoch_over == "retain":
+        assert res.details["groups"][0]["steps"] == len(seen) == 3  # 12 retain examples / batch 4
+        assert sorted(as_retain) == list(range(4, 16))  # each retain example exactly once
+        assert sorted(as_forget) == sorted([0, 1, 2, 3] * 3)  # F cycled: each forget example |R|/|F| = 3 times
+    else:
+        assert res.details["groups"][0]["steps"] == len(seen) == 1  # 4 forget examples / batch 4
+        assert sorted(as_forget) == [0, 1, 2, 3] and len(set(as_retain)) == 4
+
+
+def test_neggrad_plus_loss_swaps_roles_back():
+    """With driven_by='retain' the 'forget' sub-batch holds retain examples: the loss must weigh them by alpha."""
+    t = rum_method.NegGradPlusTrainer.__new__(rum_method.NegGradPlusTrainer)
+    t.alpha = 0.9
+    t.nll = lambda model, batch: (torch.tensor(batch["v"]), None)
+    a, b = {"v": 1.0}, {"v": 3.0}
+    t.driven_by = "forget"
+    assert float(t.unlearning_loss(None, a, b)) == pytest.approx(0.9 * 3.0 - 0.1 * 1.0)
+    t.driven_by = "retain"
+    assert float(t.unlearning_loss(None, a, b)) == pytest.approx(0.9 * 1.0 - 0.1 * 3.0)
 
 
 def test_missing_scores_and_recorder_errors(spy):

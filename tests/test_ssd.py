@@ -296,6 +296,91 @@ def test_changed_model_invalidates_the_cache(tmp_path):
     assert _request(copy.deepcopy(changed), tok, tmp_path).details["cache"] == "hit"  # the entry was refreshed
 
 
+def _seq_request(model, tok, k, cache_dir=None, **kw):
+    """Request k of a sequence: forget two examples of its own (q00-q01, q02-q03, ...) from the same D."""
+    return hf_unlearn.unlearn(
+        model, QA[2 * k : 2 * k + 2], method="ssd", tokenizer=tok, full_dataset=QA, alpha=2.0, batch_size=4,
+        max_length=40, cache_dir=str(cache_dir) if cache_dir else None, use_cache=cache_dir is not None, **kw,
+    )  # fmt: skip
+
+
+def _original_importance(model, tok):
+    ssd = SSD(SSDConfig(batch_size=4, max_length=40))
+    return compute_importance(model, ssd.loader(Dataset.from_list(QA), tok))
+
+
+def test_sequence_anchored_selects_on_the_original_weights(tmp_path):
+    """cache_policy='anchored' (default): request k computes I_F on the ORIGINAL weights (the dampened entries'
+    original values swapped in), compares it with the original I_D and dampens the current model; no pass over D
+    after the first request. Reference: both maps computed independently on an untouched copy of the original."""
+    original, tok = _tiny()
+    i_d = _original_importance(copy.deepcopy(original), tok)
+    model, reference = copy.deepcopy(original), copy.deepcopy(original)
+    ssd = SSD(SSDConfig(batch_size=4, max_length=40))
+    statuses = []
+    for k in range(3):
+        r = _seq_request(model, tok, k, tmp_path)
+        statuses.append(r.details["cache"])
+        assert ("importance_full" in r.timings) == (k == 0)
+        assert r.details["requests_since_importance_full"] == k + 1
+        i_f = compute_importance(original, ssd.loader(Dataset.from_list(QA[2 * k : 2 * k + 2]), tok))
+        dampen(reference, i_d, i_f, alpha=2.0, lambda_=1.0)
+        _assert_same(_state(model), _state(reference))
+    assert statuses == ["miss", "lineage-hit", "lineage-hit"]
+    # a descendant recorded by another policy has no anchor: anchored recomputes instead of guessing
+    other = copy.deepcopy(original)
+    for k in range(2):
+        _seq_request(other, tok, k, tmp_path / "other", cache_policy="reuse")
+    assert _seq_request(other, tok, 2, tmp_path / "other").details["cache"] == "stale-recomputed"
+
+
+def test_sequence_reuse_keeps_the_original_importance(tmp_path):
+    """cache_policy='reuse': request 2+ on the dampened model reuses I_D of the ORIGINAL weights, exactly as if that
+    map were passed in (I_F on the current weights); no pass over D after the first request."""
+    original, tok = _tiny()
+    i_d = _original_importance(copy.deepcopy(original), tok)
+    model, reference = copy.deepcopy(original), copy.deepcopy(original)
+    statuses = []
+    for k in range(3):
+        r = _seq_request(model, tok, k, tmp_path, cache_policy="reuse")
+        statuses.append(r.details["cache"])
+        assert ("importance_full" in r.timings) == (k == 0)
+        _seq_request(reference, tok, k, importance_full=i_d)  # the independent reference: I_D given explicitly
+        _assert_same(_state(model), _state(reference))
+        assert r.details["requests_since_importance_full"] == k + 1
+    assert statuses == ["miss", "lineage-hit", "lineage-hit"]
+    # only SSD's own descendants are recognised: an edited model is stale, whatever the policy
+    with torch.no_grad():
+        model.model.norm.weight[0] += 1e-3
+    with pytest.raises(ValueError, match="other weights"):
+        _seq_request(model, tok, 3, tmp_path, on_stale="error")
+
+
+def test_sequence_strict_recomputes_on_the_dampened_weights(tmp_path):
+    original, tok = _tiny()
+    model, reference = copy.deepcopy(original), copy.deepcopy(original)
+    statuses = [_seq_request(model, tok, k, tmp_path, cache_policy="strict").details["cache"] for k in range(3)]
+    assert statuses == ["miss", "stale-recomputed", "stale-recomputed"]
+    for k in range(3):
+        _seq_request(reference, tok, k)  # no cache: the official algorithm, I_D over D on the current weights
+    _assert_same(_state(model), _state(reference))
+    # and the two policies really differ after the first request
+    reused = copy.deepcopy(original)
+    for k in range(3):
+        _seq_request(reused, tok, k, tmp_path / "reuse")
+    assert any(not torch.equal(a, b) for a, b in zip(_state(reused).values(), _state(model).values()))
+
+
+def test_sequence_refresh_recomputes_every_n_requests(tmp_path):
+    original, tok = _tiny()
+    model = copy.deepcopy(original)
+    got = []
+    for k in range(5):
+        r = _seq_request(model, tok, k, tmp_path, cache_policy="refresh", refresh_every=2)
+        got.append((r.details["cache"], r.details["requests_since_importance_full"]))
+    assert got == [("miss", 1), ("lineage-hit", 2), ("refreshed", 1), ("lineage-hit", 2), ("refreshed", 1)]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # configuration and data errors
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,6 +396,8 @@ def test_changed_model_invalidates_the_cache(tmp_path):
         ({"importance": "fisher"}, "importance"),
         ({"auto_alpha": 100}, "auto_alpha"),
         ({"on_stale": "ignore"}, "on_stale"),
+        ({"cache_policy": "update"}, "cache_policy"),
+        ({"refresh_every": 0}, "refresh_every"),
         ({"include": ["("]}, "include"),
         ({"batch_size": 0}, "batch_size"),
     ],
@@ -394,3 +481,87 @@ def test_targeted_hash_scope_covers_only_the_adapter(tmp_path):
     with torch.no_grad():
         next(p for n, p in adapter_changed.named_parameters() if "lora_A" in n)[0, 0] += 1.0
     assert _request(adapter_changed, tok, tmp_path, **kw).details["cache"] == "stale-recomputed"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sharded importance: 2 CPU processes equal 1
+# ----------------------------------------------------------------------------------------------------------------
+TWO_PROC = """
+import json, sys
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+import hf_unlearn
+from hf_unlearn.methods.ssd import SSD, SSDConfig, compute_importance
+from hf_unlearn.methods.ssd.method import process_state
+
+d = sys.argv[1]
+qa = json.load(open(d + "/qa.json"))
+model = AutoModelForCausalLM.from_pretrained(d + "/model").eval()
+tok = AutoTokenizer.from_pretrained(d + "/model")
+state = process_state()
+calls = []
+hook = model.register_forward_pre_hook(lambda *a: calls.append(1))
+stats = {}
+maps = compute_importance(model, SSD(SSDConfig(batch_size=4, max_length=40)).loader(Dataset.from_list(qa), tok),
+                          stats=stats)
+hook.remove()
+res = hf_unlearn.unlearn(model, qa[12:], method="ssd", tokenizer=tok, full_dataset=qa, alpha=2.0, batch_size=4,
+                         max_length=40, cache_dir=d + "/cache")
+r = state.process_index
+torch.save({"maps": maps, "model": model.state_dict()}, f"{d}/rank{r}.pt")
+json.dump({"num_processes": state.num_processes, "forwards": len(calls), "stats": stats, "cache": res.details["cache"],
+           "full": res.details["importance_full_batches"], "forget": res.details["importance_forget_batches"]},
+          open(f"{d}/rank{r}.json", "w"))
+"""
+
+
+def test_importance_sharded_over_two_processes_equals_one(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    qa = QA + [
+        {"uid": f"q{16 + i}", "question": f"Which code does agent {n} use?", "answer": f"Agent {n} uses code {c}."}
+        for i, (n, c) in enumerate([("Quin", "onyx"), ("Ray", "opal")])
+    ]
+    model, tok = _tiny()
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    (tmp_path / "qa.json").write_text(json.dumps(qa))
+    (tmp_path / "two.py").write_text(textwrap.dedent(TWO_PROC))
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        cmd + [str(tmp_path / "two.py"), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    outs = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    # 18 examples / batch 4 = 5 batches: rank 0 runs batches 0, 2, 4 and rank 1 batches 1, 3, each one forward
+    assert [r["num_processes"] for r in ranks] == [2, 2]
+    assert [r["forwards"] for r in ranks] == [3, 2]
+    assert [r["stats"]["batches_local"] for r in ranks] == [3, 2] and ranks[0]["stats"]["count"] == 5
+    assert [r["full"]["batches_local"] for r in ranks] == [3, 2]  # the I_D pass inside unlearn is sharded too
+    assert [r["forget"]["batches_local"] for r in ranks] == [1, 1]  # F: 6 examples = 2 batches
+    assert [r["cache"] for r in ranks] == ["miss", "miss"]
+
+    # the single-process reference on the same weights and batches
+    reloaded = type(model).from_pretrained(tmp_path / "model").eval()
+    stats = {}
+    one = compute_importance(reloaded, SSD(SSDConfig(batch_size=4, max_length=40)).loader(Dataset.from_list(qa), tok),
+                             stats=stats)  # fmt: skip
+    assert stats == {"batches_local": 5, "batches_total": 5, "count": 5, "num_processes": 1}
+    for name, ref in one.items():
+        _assert_same({name: outs[0]["maps"][name]}, {name: outs[1]["maps"][name]})  # every rank holds the same maps
+        torch.testing.assert_close(outs[0]["maps"][name], ref, rtol=1e-5, atol=1e-9 * float(ref.abs().max()))
+    # the I_D cache written by the 2-process run serves a 1-process request (process count is not part of the key)
+    res = hf_unlearn.unlearn(
+        reloaded, qa[12:], method="ssd", tokenizer=tok, full_dataset=qa, alpha=2.0, batch_size=4, max_length=40,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert res.details["cache"] == "hit"
+    for name, p in reloaded.state_dict().items():
+        torch.testing.assert_close(outs[0]["model"][name], p, rtol=1e-5, atol=1e-7)

@@ -17,6 +17,7 @@ OFFICIAL_EPOCH_SCALE = (1.0, 1.0, 2.0)
 OFFICIAL_LR_SCALE = (1.0, 1.0, 0.1)
 RETAIN_MODES = ("exclude_forget", "keep_later_groups")
 GROUPINGS = ("top_median_bottom", "quantiles")
+EPOCH_OVER = ("retain", "forget")
 COMPUTABLE_SCORES = INFERENCE_SCORES + LEARNING_EVENTS
 
 
@@ -81,12 +82,22 @@ class RUMConfig(UnlearnConfig):
         },
     )
     min_k: float = field(default=0.4, metadata={"help": "k of the Min-K% score."})
+    epoch_over: str = field(
+        default="retain",
+        metadata={
+            "help": "What one NegGrad+ epoch passes over. 'retain' (official RUM loop): the group's retain set, "
+            "each retain batch paired with a forget batch, the forget group cycled (|R_g|/batch_size steps); "
+            "'forget': the forget group, each forget batch paired with a retain batch (|F_g|/batch_size steps, "
+            "about |R|/|F| times fewer). Other group methods use their own loop."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("grouping", self.grouping, GROUPINGS)
         check_choice("retain_mode", self.retain_mode, RETAIN_MODES)
         check_choice("rest", self.rest, ("nearest", "skip"))
+        check_choice("epoch_over", self.epoch_over, EPOCH_OVER)
         if not isinstance(self.score, str) or not self.score:
             raise ValueError(f"score must be a non-empty str, got {self.score!r}")
         if self.group_size is not None and (not isinstance(self.group_size, int) or self.group_size < 1):

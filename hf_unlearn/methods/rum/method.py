@@ -36,13 +36,21 @@ from hf_unlearn.training.trainer import UnlearnTrainer
 
 
 class NegGradPlusTrainer(UnlearnTrainer):
-    """NegGrad+ (Kurmanji et al., SCRUB paper; RUM's default): ``alpha * CE(retain) - (1 - alpha) * CE(forget)``."""
+    """NegGrad+ (Kurmanji et al., SCRUB paper; RUM's default): ``alpha * CE(retain) - (1 - alpha) * CE(forget)``.
 
-    def __init__(self, *args: Any, alpha: float = 0.99, **kwargs: Any):
+    ``driven_by="forget"``: the paired batches are ``{"forget": F batch, "retain": R batch}`` (a pass over F is one
+    epoch). ``driven_by="retain"``: the training set was built with the roles swapped (R drives, F is cycled), so the
+    ``"forget"`` sub-batch holds retain examples and ``"retain"`` the forget examples; the loss swaps them back.
+    """
+
+    def __init__(self, *args: Any, alpha: float = 0.99, driven_by: str = "forget", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.alpha = alpha
+        self.driven_by = driven_by
 
     def unlearning_loss(self, model, forget, retain):
+        if self.driven_by == "retain":
+            forget, retain = retain, forget
         forget_nll, _ = self.nll(model, forget)
         retain_nll, _ = self.nll(model, retain)
         return self.alpha * retain_nll - (1.0 - self.alpha) * forget_nll
@@ -280,18 +288,24 @@ class RUM(UnlearningMethod):
         if method == NEGGRAD_PLUS:
             alpha = settings.pop("alpha")
             cfg = RUMConfig.from_dict({k_: v for k_, v in settings.items() if k_ in RUMConfig.field_names()})
+            driven_by = self.config.epoch_over
+            # epoch_over="retain" (official loop): R drives the epoch and F is cycled alongside. PairedDataset pairs
+            # every item of its first argument with a cycled partner from its second, so R goes first here and the
+            # trainer swaps the roles back in its loss.
+            first, second = (retain, group) if driven_by == "retain" else (group, retain)
             model, info = run_unlearning(
                 NegGradPlusTrainer,
                 model,
                 tokenizer,
-                group,
-                retain,
+                first,
+                second,
                 cfg,
                 model_ready=True,
                 reference_mode=ref_mode,
                 alpha=alpha,
+                driven_by=driven_by,
             )
-            return model, info, {**settings, "alpha": alpha}
+            return model, info, {**settings, "alpha": alpha, "epoch_over": driven_by}
         from hf_unlearn.registry import get_method
 
         spec = get_method(method)
@@ -308,7 +322,10 @@ def benchmark_runner() -> Any:
 
     from hf_unlearn.pipeline import MethodRunner
 
-    defaults = {"num_epochs": 4, "learning_rate": 1e-3, "batch_size": 8, "score": "confidence"}
+    # epoch_over="forget": the loop these defaults (and the harness results built on them) were set for; the
+    # official loop (epoch_over="retain") runs about |R|/|F| times more steps per epoch and needs fewer epochs
+    # (benchmarks/results/memorization_loops*.md).
+    defaults = {"num_epochs": 4, "learning_rate": 1e-3, "batch_size": 8, "score": "confidence", "epoch_over": "forget"}
 
     def recorders(ctx: Any) -> list[Any]:
         from hf_unlearn.methods.rum.recorder import LearningEventRecorder

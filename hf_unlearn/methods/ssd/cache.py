@@ -4,6 +4,13 @@ One safetensors file per importance setting (target, mode, label-free, batch siz
 filters), named by a hash of that setting. Its metadata records the sha256 of the model weights the maps were
 computed on; a lookup compares it with the current weights and reports ``"hit"``, ``"miss"`` or ``"stale"``.
 
+Beside it, a small lineage file (``ssd_importance_<key>.lineage.json``) lists the weights sha256 of every model
+that SSD requests derived from those weights, with the number of requests since the maps were computed: the
+``anchored``, ``reuse`` and ``refresh`` cache policies recognise a model dampened by earlier requests by its hash,
+and nothing else (a fine-tuned or otherwise edited model is still "stale"). For ``anchored``, one anchor file per
+descendant holds the original values of the entries dampened so far (flat indices + values), so the original
+weights can be put back for the I_F pass.
+
 Example:
     >>> import tempfile, torch
     >>> m = torch.nn.Linear(2, 2)
@@ -82,6 +89,66 @@ class ImportanceCache:
             return None, "miss"
         maps = load_file(str(self.path(key)), device=str(device))
         return maps, ("hit" if meta.get("weights_sha256") == weights_hash else "stale")
+
+    def lineage_path(self, key: str) -> Path:
+        return self.folder / f"ssd_importance_{key}.lineage.json"
+
+    def lineage(self, key: str) -> dict[str, int]:
+        """``{weights sha256: requests since the maps were computed}`` of the models derived from the entry's
+        weights by SSD requests (empty when there is none or the lineage belongs to an older entry)."""
+        p, meta = self.lineage_path(key), self.metadata(key)
+        if meta is None or not p.exists():
+            return {}
+        data = json.loads(p.read_text())
+        if data.get("root") != meta.get("weights_sha256"):
+            return {}
+        return {str(k): int(v) for k, v in data.get("descendants", {}).items()}
+
+    def add_descendant(self, key: str, weights_hash: str, depth: int) -> None:
+        """Record that a model with ``weights_hash`` was derived by ``depth`` SSD requests from the entry's weights."""
+        meta = self.metadata(key)
+        if meta is None:
+            raise KeyError(f"no cache entry {key!r} in {self.folder}")
+        known = self.lineage(key)
+        if weights_hash == meta.get("weights_sha256") or known.get(weights_hash, depth + 1) <= depth:
+            return  # the entry's own weights (nothing dampened) or already known at this depth or less
+        known[weights_hash] = int(depth)
+        self._write_json(self.lineage_path(key), {"root": meta["weights_sha256"], "descendants": known})
+
+    def anchor_path(self, key: str, weights_hash: str) -> Path:
+        return self.folder / f"ssd_anchor_{key}_{weights_hash[:32]}.safetensors"
+
+    def has_anchor(self, key: str, weights_hash: str) -> bool:
+        return self.anchor_path(key, weights_hash).exists()
+
+    def save_anchor(self, key: str, weights_hash: str, anchor: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Path:
+        """Save ``{name: (flat indices, original values)}``: how to restore the entry's weights from the model with
+        ``weights_hash`` (the ``anchored`` policy)."""
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for name, (idx, val) in anchor.items():
+            tensors[name + "::idx"] = idx.to(torch.int64).contiguous()
+            tensors[name + "::val"] = val.contiguous()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        os.close(fd)
+        save_file(tensors, tmp, metadata={"root": (self.metadata(key) or {}).get("weights_sha256", "")})
+        os.replace(tmp, self.anchor_path(key, weights_hash))
+        return self.anchor_path(key, weights_hash)
+
+    def load_anchor(self, key: str, weights_hash: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        from safetensors.torch import load_file
+
+        raw = load_file(str(self.anchor_path(key, weights_hash)))
+        names = {k.rsplit("::", 1)[0] for k in raw}
+        return {n: (raw[n + "::idx"], raw[n + "::val"]) for n in names}
+
+    def _write_json(self, path: Path, obj: Any) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh)
+        os.replace(tmp, path)
 
     def save(self, key: str, maps: dict[str, torch.Tensor], weights_hash: str, info: dict[str, Any]) -> Path:
         """Write the maps atomically (temp file + rename) with the weights hash and ``info`` as metadata."""

@@ -11,6 +11,7 @@ from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 TARGETS = ("full", "adapter")
 IMPORTANCE_MODES = ("batch_sq", "per_sample_sq")
 ON_STALE = ("recompute", "error", "reuse")
+CACHE_POLICIES = ("anchored", "strict", "reuse", "refresh")
 
 
 def _check_positive_finite(name: str, value: object) -> None:
@@ -126,6 +127,24 @@ class SSDConfig(UnlearnConfig):
             "already dampened)."
         },
     )
+    cache_policy: str = field(
+        default="anchored",
+        metadata={
+            "help": "Sequential requests on a model SSD has already dampened (its weights hash changed). "
+            "'anchored': keep the I_D of the original weights and compute each request's I_F on those original "
+            "weights too (the dampened entries' original values are kept beside the cache and swapped in for the "
+            "I_F pass), then dampen the current model: each request selects what SSD would select on the original "
+            "model; one pass over F per request. 'strict': recompute I_D on the current weights whenever they "
+            "changed (the official algorithm per request; a full pass over D each time). 'reuse': keep the "
+            "original I_D but compute I_F on the dampened weights (cheap, but the two maps then belong to "
+            "different weights: measured to collapse the model, benchmarks/results/ssd_sequence.md). 'refresh': "
+            "'reuse' with I_D recomputed every refresh_every requests. Only models derived by SSD requests from "
+            "the cached weights count as the same lineage: any other change is handled by on_stale."
+        },
+    )
+    refresh_every: int = field(
+        default=5, metadata={"help": "cache_policy='refresh': requests that may reuse one I_D before it is redone."}
+    )
     cache_hash: str = field(
         default="all",
         metadata={
@@ -147,6 +166,9 @@ class SSDConfig(UnlearnConfig):
         check_choice("importance", self.importance, IMPORTANCE_MODES)
         check_choice("on_stale", self.on_stale, ON_STALE)
         check_choice("cache_hash", self.cache_hash, ("all", "targeted"))
+        check_choice("cache_policy", self.cache_policy, CACHE_POLICIES)
+        if not isinstance(self.refresh_every, int) or isinstance(self.refresh_every, bool) or self.refresh_every < 1:
+            raise ValueError(f"refresh_every must be an int >= 1, got {self.refresh_every!r}")
         if not isinstance(self.label_free, bool):
             raise ValueError(f"label_free must be True or False, got {self.label_free!r}")
         if self.auto_alpha is not None:

@@ -130,8 +130,16 @@ def compute_importance(
     exclude: Iterable[str] | None = None,
     offload: bool = False,
     per_sample_chunk: int = 8,
+    distributed: bool | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Diagonal importance of each targeted parameter entry over a data loader.
+
+    Under several processes (``accelerate launch`` / ``torchrun``; ``distributed=None`` detects it) every process
+    iterates the SAME loader but runs the forward/backward of whole batches ``i`` with ``i % num_processes == rank``
+    only; the per-process sums and counts are then all-reduced and divided by the global count. The batches are
+    those of one process, so the result equals the single-process one up to float summation order, and every process
+    returns the same maps. Every process must call this function (it is a collective).
 
     ``mode="batch_sq"`` (official): mean over mini-batches of (grad of the batch-mean loss)^2.
     ``mode="per_sample_sq"``: mean over examples of (grad of the example's loss)^2 (empirical Fisher).
@@ -149,6 +157,10 @@ def compute_importance(
         include, exclude: parameter-name regexes (see :func:`target_parameters`).
         offload: keep the maps on CPU (each gradient is moved there as soon as it is ready).
         per_sample_chunk: examples per vmap call in ``"per_sample_sq"``.
+        distributed: shard the batches over the processes of the accelerate process group (None: when there is
+            more than one; False: every process computes everything itself).
+        stats: a dict filled with ``batches_local`` (batches this process ran), ``batches_total``, ``count`` (the
+            global denominator) and ``num_processes``.
 
     Returns:
         ``{parameter name: fp32 tensor of the parameter's shape}``.
@@ -168,6 +180,10 @@ def compute_importance(
     if mode not in ("batch_sq", "per_sample_sq"):
         raise ValueError(f"mode must be one of ['batch_sq', 'per_sample_sq'], got {mode!r}")
     named = target_parameters(model, target, include, exclude)
+    state = process_state() if distributed is not False else None
+    world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
+    if distributed and world == 1:
+        logger.info("compute_importance(distributed=True) in a single process: nothing to shard")
     device = next(model.parameters()).device
     acc_device = torch.device("cpu") if offload else None
     maps = {n: torch.zeros(p.shape, dtype=torch.float32, device=acc_device or p.device) for n, p in named.items()}
@@ -179,6 +195,7 @@ def compute_importance(
     ids_of = {id(p): n for n, p in named.items()}
     handles = []
     count = 0
+    local_batches = total_batches = 0
     try:
         model.eval()
         for p in model.parameters():
@@ -193,7 +210,11 @@ def compute_importance(
 
         handles = [p.register_post_accumulate_grad_hook(_hook) for p in named.values()]
         use_vmap = True
-        for batch in dataloader:
+        for i_batch, batch in enumerate(dataloader):
+            total_batches += 1
+            if i_batch % world != rank:
+                continue  # another process's batch: whole batches are distributed, never split
+            local_batches += 1
             batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels") if k in batch}
             if mode == "batch_sq":
                 _forward_loss(model, batch, loss_fn).backward()  # the hooks fold the gradients
@@ -221,11 +242,83 @@ def compute_importance(
         for p in named.values():
             p.grad = None
         model.train(was_training)
+    if world > 1:
+        count = _all_reduce_sum(maps, count, state)
+    if stats is not None:
+        stats.update(batches_local=local_batches, batches_total=total_batches, count=count, num_processes=world)
     if count == 0:
         raise ValueError("the data loader is empty: importance needs at least one batch")
     for m in maps.values():
         m.div_(count)  # mean over mini-batches (batch_sq) or examples (per_sample_sq)
     return maps
+
+
+class _SwappedIn:
+    """Context manager: write ``{name: (flat indices, values)}`` into the parameters, restore the current values on
+    exit (bit-exact)."""
+
+    def __init__(self, model: torch.nn.Module, values: dict[str, tuple[torch.Tensor, torch.Tensor]] | None):
+        self.model, self.values, self.saved = model, values or {}, {}
+
+    def __enter__(self) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, (idx, val) in self.values.items():
+                flat = params[name].data.view(-1)
+                idx = idx.to(flat.device)
+                self.saved[name] = (idx, flat[idx].clone())
+                flat[idx] = val.to(flat.device, flat.dtype)
+
+    def __exit__(self, *exc: Any) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, (idx, val) in self.saved.items():
+                params[name].data.view(-1)[idx] = val
+
+
+def _merge_anchor(
+    old: dict[str, tuple[torch.Tensor, torch.Tensor]], new: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Union of two ``{name: (indices, original values)}`` records; ``old`` (earlier requests) wins on overlaps."""
+    out = dict(old)
+    for name, (idx, val) in new.items():
+        if name in out:
+            o_idx, o_val = out[name]
+            fresh = ~torch.isin(idx, o_idx)
+            out[name] = (torch.cat([o_idx, idx[fresh]]), torch.cat([o_val, val[fresh]]))
+        else:
+            out[name] = (idx, val)
+    return out
+
+
+def process_state() -> Any:
+    """accelerate's ``PartialState``, created with ``cpu=True`` when there is no GPU (or ``ACCELERATE_USE_CPU`` is
+    set): on CPU a plain ``PartialState()`` does not join the gloo process group that ``accelerate launch`` /
+    ``torchrun`` prepared, and reports one process."""
+    import os
+
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = multi and (parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    return PartialState(cpu=True) if cpu else PartialState()
+
+
+def _all_reduce_sum(maps: dict[str, torch.Tensor], count: int, state: Any) -> int:
+    """Sum every map and the count over the processes, in place (maps move to the process device for the
+    collective when the backend needs it, e.g. nccl with offloaded maps). Returns the global count."""
+    import torch.distributed as dist
+
+    comm_device = state.device if "nccl" in str(dist.get_backend()) else torch.device("cpu")
+    for m in maps.values():
+        t = m if m.device == comm_device else m.to(comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        if t is not m:
+            m.copy_(t)
+    c = torch.tensor([count], dtype=torch.float64, device=comm_device)
+    dist.all_reduce(c, op=dist.ReduceOp.SUM)
+    return int(c.item())
 
 
 def _forward_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], loss_fn: LossFn) -> torch.Tensor:
@@ -274,6 +367,7 @@ def dampen(
     importance_forget: dict[str, torch.Tensor],
     alpha: float,
     lambda_: float,
+    previous: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str, int]:
     """Dampen, in place, the entries far more important to the forget set than to the whole data.
 
@@ -289,6 +383,8 @@ def dampen(
         importance_forget: I_F, same keys and shapes.
         alpha: selection threshold (> 0).
         lambda_: dampening constant (> 0).
+        previous: when given, filled with ``{name: (flat indices, values before dampening)}`` of the selected
+            entries (what the ``anchored`` cache policy keeps to restore the original weights).
 
     Returns:
         ``{parameter name: number of dampened entries}`` for every parameter present in both maps.
@@ -327,6 +423,9 @@ def dampen(
         if n:
             beta = (lambda_ * i_d / i_f).clamp(max=1.0)  # inf/nan only where I_F = 0, which is never selected
             # torch.where keeps every unselected entry bit-identical (and is faster than boolean indexing)
+            if previous is not None:
+                idx = selected.reshape(-1).nonzero().squeeze(1)
+                previous[name] = (idx.cpu(), p.detach().reshape(-1)[idx].cpu().clone())
             p.copy_(torch.where(selected, (p.float() * beta).to(p.dtype), p))
     return counts
 
@@ -480,6 +579,8 @@ class SSD(UnlearningMethod):
         tokens = 0
 
         # I_D: given, cached, or computed over D
+        self._lineage = None  # (cache, key, weights hash, requests since I_D) when I_D came through the cache
+        self._full_stats = None  # batch counts of the I_D pass, when it ran
         if importance_full is None:
             d, source = self.full_data(forget, retain, full_dataset if full_dataset is not None else train_dataset)
             details.update(full_data_source=source, n_full=len(d))
@@ -487,6 +588,8 @@ class SSD(UnlearningMethod):
             timings.update(t)
             tokens += tok_d
             details["cache"] = status
+            if self._full_stats is not None:
+                details["importance_full_batches"] = self._full_stats
         else:
             details.update(full_data_source="importance_full argument", cache="given")
 
@@ -495,7 +598,13 @@ class SSD(UnlearningMethod):
         f_loader = self.loader(forget, tokenizer, in_memory=True)
         timings["tokenize_forget"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        importance_forget = compute_importance(model, f_loader, **imp_kw)
+        f_stats: dict[str, Any] = {}
+        anchor = self._anchor()
+        with _SwappedIn(model, anchor):  # 'anchored': I_F at the original weights, the ones I_D belongs to
+            importance_forget = compute_importance(model, f_loader, stats=f_stats, **imp_kw)
+        if anchor is not None:
+            details["anchored_entries"] = sum(int(i.numel()) for i, _ in anchor.values())
+        details["importance_forget_batches"] = f_stats
         timings["importance_forget"] = time.perf_counter() - t0
         tokens += sum(sum(r["attention_mask"]) for r in f_loader.dataset)
         total_signal = sum(float(v.sum()) for v in importance_forget.values())
@@ -523,8 +632,27 @@ class SSD(UnlearningMethod):
                     bound,
                 )
         t0 = time.perf_counter()
-        counts = dampen(model, importance_full, importance_forget, alpha, cfg.lambda_) if total_signal > 0 else {}
+        keep_anchor = self._lineage is not None and cfg.cache_policy == "anchored"
+        previous: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = {} if keep_anchor else None
+        counts = (
+            dampen(model, importance_full, importance_forget, alpha, cfg.lambda_, previous=previous)
+            if total_signal > 0
+            else {}
+        )
         timings["dampen"] = time.perf_counter() - t0
+        if self._lineage is not None and cfg.cache_policy != "strict" and counts and any(counts.values()):
+            # record the dampened model as a descendant of the cached I_D's weights, for the next request
+            cache, key, _, depth = self._lineage
+            t0 = time.perf_counter()
+            new_hash = self._weights_hash(model)
+            state = process_state()
+            if state.is_main_process:  # every process holds the same dampened weights; one writes
+                if keep_anchor:  # the original values of every entry dampened so far (earlier requests' first)
+                    cache.save_anchor(key, new_hash, _merge_anchor(anchor or {}, previous or {}))
+                cache.add_descendant(key, new_hash, depth + 1)
+            state.wait_for_everyone()
+            timings["lineage"] = time.perf_counter() - t0
+            details["requests_since_importance_full"] = depth + 1
         params = dict(model.named_parameters())
         n_targeted = sum(params[n].numel() for n in importance_forget)
         n_damp = sum(counts.values())
@@ -545,6 +673,19 @@ class SSD(UnlearningMethod):
         if n_damp == 0 and total_signal > 0:
             logger.warning("SSD selected no parameter entry (alpha=%s); lower alpha to dampen more", alpha)
         return MethodOutput(model=model, details=details, timings=timings, tokens_processed=tokens)
+
+    def _anchor(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+        """The original values of the entries earlier requests dampened (``anchored`` policy, lineage depth > 0)."""
+        if self._lineage is None or self.config.cache_policy != "anchored" or self._lineage[3] == 0:
+            return None
+        cache, key, w_hash, _ = self._lineage
+        return cache.load_anchor(key, w_hash)
+
+    def _weights_hash(self, model: Any) -> str:
+        cfg: SSDConfig = self.config
+        if cfg.cache_hash == "targeted":  # only the targeted tensors: cheap, for a frozen base (adapter target)
+            return weights_hash(target_parameters(model, cfg.target, cfg.include, cfg.exclude))
+        return weights_sha256(model)
 
     def _importance_full(
         self, model: Any, tokenizer: Any, d: Dataset, imp_kw: dict[str, Any]
@@ -574,17 +715,24 @@ class SSD(UnlearningMethod):
         w_hash = None
         if cache is not None:
             t0 = time.perf_counter()
-            if cfg.cache_hash == "targeted":  # only the targeted tensors: cheap, for a frozen base (adapter target)
-                w_hash = weights_hash(target_parameters(model, cfg.target, cfg.include, cfg.exclude))
-            else:
-                w_hash = weights_sha256(model)
+            w_hash = self._weights_hash(model)
             timings["weights_hash"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             device = "cpu" if cfg.offload else next(model.parameters()).device
             maps, status = cache.load(key, w_hash, device=device)
             timings["cache_load"] = time.perf_counter() - t0
             if status == "hit":
+                self._lineage = (cache, key, w_hash, 0)
                 return maps, "hit", 0, timings
+            depth = cache.lineage(key).get(w_hash) if status == "stale" and cfg.cache_policy != "strict" else None
+            if depth is not None and cfg.cache_policy == "anchored" and not cache.has_anchor(key, w_hash):
+                depth = None  # a descendant recorded without its anchor (another policy): not usable here
+            if depth is not None and (cfg.cache_policy in ("reuse", "anchored") or depth < cfg.refresh_every):
+                # a model SSD requests derived from the cached weights: reuse their I_D (the documented approximation)
+                self._lineage = (cache, key, w_hash, depth)
+                return maps, "lineage-hit", 0, timings
+            if depth is not None:  # refresh: this I_D served refresh_every requests; redo it on the current weights
+                status = "refresh"
             if status == "stale":
                 msg = (
                     f"the cached I_D in {cache.path(key)} was computed on other weights (sha256 "
@@ -600,11 +748,17 @@ class SSD(UnlearningMethod):
         loader = self.loader(d, tokenizer)
         timings["tokenize_full"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        maps = compute_importance(model, loader, **imp_kw)
+        d_stats: dict[str, Any] = {}
+        maps = compute_importance(model, loader, stats=d_stats, **imp_kw)
+        self._full_stats = d_stats
         timings["importance_full"] = time.perf_counter() - t0
         tokens = sum(int(sum(x)) for x in column(loader.dataset, "attention_mask"))
         if cache is not None:
             info = {**setting, "n_examples": len(d), "max_length": cfg.max_length, "template": cfg.template}
-            cache.save(key, maps, w_hash, info)
-            status = "stale-recomputed" if status == "stale" else "miss"
+            state = process_state()
+            if state.is_main_process:  # the maps are the same on every process (all-reduced); one writes
+                cache.save(key, maps, w_hash, info)
+            state.wait_for_everyone()
+            status = {"stale": "stale-recomputed", "refresh": "refreshed"}.get(status, "miss")
+            self._lineage = (cache, key, w_hash, 0)
         return maps, status, tokens, timings
