@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 import hf_unlearn
-from hf_unlearn.data import load_examples
+from hf_unlearn.data import collator_for, load_examples, tokenize_any
 from hf_unlearn.methods.partial import (
     AmnesiacRecorder,
     AmnesiacRecording,
@@ -361,6 +361,45 @@ def test_label_flip_targets_and_method():
 
 
 def test_partial_grad_ascent_with_retain_term():
+    """The retain term is really in the update: with plain SGD and no clipping, the update with alpha=1 minus the
+    update with alpha=0 is exactly one SGD descent step on the retain batch's token-mean NLL (computed here with the
+    model's own ``labels=`` loss), and the forget-only update is one ascent step on the forget batch's NLL."""
+    forget, retain = load_examples(DATA[:2]), load_examples(DATA[2:4])
+    lr = 1e-2
+    kw = dict(
+        tokenizer=tok_of_tiny(),
+        rho=1.0,
+        optimizer="sgd",
+        max_steps=1,
+        batch_size=2,
+        learning_rate=lr,
+        max_grad_norm=0.0,
+    )
+
+    def delta(alpha):
+        model, _ = tiny()
+        start = state(model)
+        res = hf_unlearn.unlearn(model, forget, retain=retain, method="partial_grad_ascent", alpha=alpha, **kw)
+        ulp = {n: 4 * torch.finfo(torch.float32).eps * float(v.abs().max()) for n, v in start.items()}
+        return {n: p.detach() - start[n] for n, p in res.model.named_parameters()}, res.details, ulp
+
+    def reference_grad(rows):
+        model, tok = tiny()
+        batch = collator_for(tok)(list(tokenize_any(rows, tok)))
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out.loss.backward()
+        return {n: p.grad for n, p in model.named_parameters()}
+
+    d0, info0, ulp = delta(0.0)
+    d1, info1, _ = delta(1.0)
+    g_forget, g_retain = reference_grad(forget), reference_grad(retain)
+    assert info0["masked_steps"] == info1["masked_steps"] == 0 and info0["steps"] == info1["steps"] == 1
+    for n in d0:
+        tol = 2 * ulp[n] + 1e-4 * lr * float(g_retain[n].abs().max())  # float32 rounding of p + delta
+        torch.testing.assert_close(d0[n], lr * g_forget[n], atol=tol, rtol=1e-3)  # ascent on F
+        torch.testing.assert_close(d1[n] - d0[n], -lr * g_retain[n], atol=2 * tol, rtol=1e-3)  # descent on R
+    assert sum(float((d1[n] - d0[n]).abs().sum()) for n in d0) > 0
+    # with rho < 1 the mask applies to the combined (forget + retain) gradient
     model, tok = tiny()
     res = hf_unlearn.unlearn(
         model,
@@ -377,3 +416,7 @@ def test_partial_grad_ascent_with_retain_term():
     assert res.details["masked_steps"] == 2 and res.details["rho"] == 0.2
     with pytest.raises(ValueError, match="retain"):
         hf_unlearn.unlearn(model, load_examples(DATA[:2]), method="partial_grad_ascent", tokenizer=tok, alpha=1.0)
+
+
+def tok_of_tiny():
+    return tiny()[1]

@@ -313,7 +313,15 @@ class EmbeddingGA(UnlearningMethod):
         missing_epochs = sorted(set(cfg.epochs) - set(store.epochs))
         if missing_epochs:
             raise KeyError(f"epochs {missing_epochs} were not recorded; recorded epochs: {store.epochs}")
-        rows, tok_grad, prow, pos_grad = store.row_gradients(forget[UID], cfg.epochs)
+        with_output = cfg.tied_gradient == "input_and_output"
+        if with_output and not store.has_output_path:
+            raise ValueError(
+                "tied_gradient='input_and_output' needs a recording of the output-layer path too: record with "
+                "EmbeddingGradientRecorder(..., tied_gradient='input_and_output') or use tied_gradient='input'"
+            )
+        if with_output and not is_tied(model):
+            raise ValueError("tied_gradient='input_and_output' needs tied input/output embeddings (and untie=False)")
+        rows, tok_grad, prow, pos_grad = store.row_gradients(forget[UID], cfg.epochs, include_output=with_output)
         pos_w = mods["position"].weight if mods["position"] is not None and cfg.update_positions else None
         if pos_w is None:
             prow = pos_grad = None
@@ -344,6 +352,7 @@ class EmbeddingGA(UnlearningMethod):
         info = {
             "recording": str(store.path),
             "epochs_used": list(cfg.epochs),
+            "tied_gradient": cfg.tied_gradient,
             "rows_updated": int(len(rows)),
             "position_rows_updated": int(len(prow)) if prow is not None else 0,
             "gradient_norm": norm,
