@@ -18,6 +18,7 @@ from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback
 
 from hf_unlearn.data.loading import UID
+from hf_unlearn.training.guard import DivergenceGuard
 from hf_unlearn.training.losses import batch_nll
 
 
@@ -25,12 +26,17 @@ class UidTrainer(Trainer):
     """A Trainer whose batches carry a ``uid`` list, handed to recorder callbacks and never to the model.
 
     With ``disable_tqdm`` the per-step log printer is removed too (quiet runs); logs stay in ``state.log_history``.
+    A :class:`~hf_unlearn.training.guard.DivergenceGuard` is attached unless one is among the callbacks already:
+    pass ``divergence_guard=DivergenceGuard(...)`` to configure it, or ``divergence_guard=False`` to drop it.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, divergence_guard: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.args.disable_tqdm:
             self.remove_callback(PrinterCallback)
+        has_guard = any(isinstance(cb, DivergenceGuard) for cb in self.callback_handler.callbacks)
+        if divergence_guard is not False and not has_guard:
+            self.add_callback(divergence_guard if divergence_guard is not None else DivergenceGuard())
 
     def _recorders(self) -> list[Any]:
         return [
