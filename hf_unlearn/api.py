@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,6 +85,25 @@ def check_options(method: str, kwargs: dict[str, Any]) -> None:
         raise unknown_option_error(unknown, valid, f"option for method {method!r}:", hints=_DISPATCH_ARGS)
 
 
+def _resolve(role: str, spec: Any, train_dataset: Any, split: str | None) -> Any:
+    """resolve_examples, with a clear error for a bare string that is neither a path nor a loadable dataset."""
+    if isinstance(spec, str) and not Path(spec).expanduser().exists():
+        hint = (
+            f"to {role} uids, pass a list (e.g. {role}=[{spec!r}]) together with train_dataset=; otherwise pass a "
+            "datasets.Dataset, a list of dicts, or the path of a data file or folder"
+        )
+        if train_dataset is not None and spec in set(column(resolve_examples(train_dataset, split=split), UID)):
+            raise ValueError(f"{role}={spec!r} is a single string, not a list of uids: {hint}")
+        try:
+            return resolve_examples(spec, train_dataset, split=split)
+        except ValueError as err:
+            raise ValueError(
+                f"{role}={spec!r} is a string, but no file or folder {spec!r} exists and it is not a loadable Hub "
+                f"dataset: {hint}"
+            ) from err
+    return resolve_examples(spec, train_dataset, split=split)
+
+
 def unlearn(
     model: Any,
     forget: Any,
@@ -143,10 +163,17 @@ def unlearn(
     if _is_uid_list(forget) and train_dataset is None and spec.method_cls.uids_only:
         forget_ds = load_examples({UID: [str(u) for u in forget]})
     else:
-        forget_ds = resolve_examples(forget, train_dataset, split=forget_split)
+        forget_ds = _resolve("forget", forget, train_dataset, forget_split)
     forget_uids = column(forget_ds, UID)
+    if train_dataset is not None:
+        n_train = len(train_uids := set(column(resolve_examples(train_dataset, split=retain_split), UID)))
+        if train_uids <= set(forget_uids):
+            raise ValueError(
+                f"the forget set equals the whole training set (all {n_train} examples of train_dataset): nothing "
+                "would be retained, so there is no model left to keep; forget a proper subset (or train anew)"
+            )
     if retain is not None:
-        retain_ds = resolve_examples(retain, train_dataset, split=retain_split)
+        retain_ds = _resolve("retain", retain, train_dataset, retain_split)
     elif train_dataset is not None:
         retain_ds = exclude_uids(resolve_examples(train_dataset, split=retain_split), forget_uids)
     else:
@@ -157,6 +184,11 @@ def unlearn(
             logger.warning("removing %d forget uid(s) from the retain set, e.g. %s", len(overlap), sorted(overlap)[:3])
             retain_ds = exclude_uids(retain_ds, overlap)
         if len(retain_ds) == 0:
+            if retain is not None:
+                raise ValueError(
+                    f"every example of the retain set ({len(overlap)}) is also in the forget set: the retain set is "
+                    "empty once they are removed; pass a retain set of examples to keep"
+                )
             retain_ds = None
     if spec.method_cls.needs_retain and retain_ds is None:
         raise ValueError(f"method {method!r} needs a retain set: pass retain= or train_dataset=")

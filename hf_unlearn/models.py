@@ -241,7 +241,17 @@ def load_model(
         )
         tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
     else:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+        if not path.exists() and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
+            raise FileNotFoundError(f"model path {name} does not exist (not a local folder, and not a Hub id)")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+        except OSError as err:
+            if path.exists():
+                raise
+            raise FileNotFoundError(
+                f"model {name!r} is not a local folder, and it could not be loaded from the Hugging Face Hub or its "
+                f"cache ({str(err).splitlines()[0]})"
+            ) from err
         tokenizer = AutoTokenizer.from_pretrained(name)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -194,6 +194,7 @@ def finetune(
             data_collator=collator_for(tokenizer),
             callbacks=list(callbacks or []),
             divergence_guard=DivergenceGuard(max_weight_growth=max_weight_growth),
+            progress_desc=f"fine-tuning on {len(ds)} examples",
         )
         with measure() as cost:
             t0 = time.perf_counter()
