@@ -32,6 +32,14 @@ def _set_verbosity(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("hf_unlearn").setLevel(logging.INFO if verbose else logging.WARNING)
     if verbose:
+        if "transformers" in sys.modules:  # main() called in-process after a quiet call: switch details back on
+            import transformers
+
+            transformers.utils.logging.enable_progress_bar()
+        if "datasets" in sys.modules:
+            import datasets
+
+            datasets.enable_progress_bars()
         return
     for key, value in _QUIET_ENV.items():  # read when the libraries are imported (later, by the command)
         os.environ.setdefault(key, value)
