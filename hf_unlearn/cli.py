@@ -154,7 +154,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.evaluate and "evaluation" in report:
         from hf_unlearn.evaluation.report import markdown_report
 
-        print(markdown_report(report["evaluation"]))
+        evaluation = report["evaluation"]
+        retrain = report.get("_results", {}).get("retrain")
+        if retrain is not None and retrain.model is getattr(report.get("_context"), "gold", None):
+            # the benchmark's retrain IS the gold model: show it once (as "gold"), not also as a "retrain" row
+            evaluation = {k: v for k, v in evaluation.items() if k != "retrain"}
+        print(markdown_report(evaluation))
     print(f"total {report['total_seconds']:.1f}s" + (f"; results in {args.output_dir}" if args.output_dir else ""))
     return 0
 

@@ -153,3 +153,28 @@ def test_demo_table_shows_the_gold_model_once():
     assert table.count("| gold (retrain) |") == 1 and "| retrain |" not in table and "| ssd |" in table
     rows["retrain"] = {**gold, "forget_nll": 2.9}  # a retrain that differs from the gold row is shown
     assert "| retrain | 2.900 |" in markdown_table({"rows": rows})
+
+
+def test_demo_prints_the_gold_model_once(monkeypatch, capsys):
+    import types
+
+    import hf_unlearn.pipeline as pipeline
+
+    gold_model = object()
+    nll = {"forget_nll": 3.0, "retain_nll": 2.0, "holdout_nll": 3.1, "unlearn_seconds": 17.0}
+    ev = {"mia": {"loss": {"auc": 0.5, "privleak": 0.0}}}
+
+    def fake_run_protocol(setting, methods=None, out_dir=None, progress=True, evaluate=False):
+        return {
+            "rows": {"gold (retrain)": nll, "retrain": dict(nll), "npo": {**nll, "forget_nll": 4.0}},
+            "evaluation": {"gold": ev, "target": ev, "retrain": ev, "npo": ev},
+            "_results": {"retrain": types.SimpleNamespace(model=gold_model), "npo": types.SimpleNamespace(model=1)},
+            "_context": types.SimpleNamespace(gold=gold_model),
+            "total_seconds": 1.0,
+        }
+
+    monkeypatch.setattr(pipeline, "run_protocol", fake_run_protocol)
+    assert main(["demo", "--setting", "test", "--threads", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| gold (retrain) |") == 1 and "| retrain |" not in out  # NLL table
+    assert out.count("| gold |") == 2 and out.count("| npo |") == 3  # evaluation tables: gold once per table
