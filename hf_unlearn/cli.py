@@ -310,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _set_verbosity(args.verbose)
     try:
-        with warnings.catch_warnings():
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with warnings.catch_warnings(), logging_redirect_tqdm():  # log lines above the progress bars, not inside
             if not args.verbose:
                 for category in (FutureWarning, DeprecationWarning):
                     warnings.filterwarnings("ignore", category=category)
