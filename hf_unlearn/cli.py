@@ -19,40 +19,31 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-_QUIET_ENV = {
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # also transformers' per-load "Loading weights" bars
-    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # "adding uids", "Map", "Generating train split"
-    "TRANSFORMERS_VERBOSITY": "error",
-    "DATASETS_VERBOSITY": "error",
-}
-
 
 def _set_verbosity(verbose: bool) -> None:
-    """Quiet by default (one progress bar per phase and the results); ``-v`` brings logs, bars and warnings back."""
+    """Quiet by default (one progress bar per phase and the results); ``-v`` brings logs, bars and warnings back.
+
+    Called after parsing (``--help`` never gets here, so it stays free of heavy imports); every command needs
+    transformers and datasets anyway.
+    """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("hf_unlearn").setLevel(logging.INFO if verbose else logging.WARNING)
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
     if verbose:
-        if "transformers" in sys.modules:  # main() called in-process after a quiet call: switch details back on
-            import transformers
-
-            transformers.utils.logging.enable_progress_bar()
-        if "datasets" in sys.modules:
-            import datasets
-
-            datasets.enable_progress_bars()
-        return
-    for key, value in _QUIET_ENV.items():  # read when the libraries are imported (later, by the command)
-        os.environ.setdefault(key, value)
-    if "transformers" in sys.modules:  # already imported (e.g. main() called in-process): switch it off directly
-        import transformers
-
+        transformers.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.enable_progress_bar()
+        datasets.utils.logging.set_verbosity_warning()
+        datasets.enable_progress_bars()
+        huggingface_hub.utils.enable_progress_bars()
+    else:  # no per-load "Loading weights", "adding uids", "Map" or download bars, no library chatter
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-    if "datasets" in sys.modules:
-        import datasets
-
         datasets.utils.logging.set_verbosity_error()
         datasets.disable_progress_bars()
+        huggingface_hub.utils.disable_progress_bars()
 
 
 def _positive_float(text: str) -> float:
@@ -308,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    _set_verbosity(args.verbose)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -316,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.verbose:
                 for category in (FutureWarning, DeprecationWarning):
                     warnings.filterwarnings("ignore", category=category)
+            _set_verbosity(args.verbose)
             return int(args.func(args) or 0)
     except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as err:
         if isinstance(err, RuntimeError) and type(err).__name__ != "DivergenceError":
