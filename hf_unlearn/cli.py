@@ -41,7 +41,7 @@ def _set_verbosity(verbose: bool) -> None:
     else:  # no per-load "Loading weights", "adding uids", "Map" or download bars, no library chatter
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-        datasets.utils.logging.set_verbosity_error()
+        datasets.utils.logging.set_verbosity(logging.CRITICAL)  # its parse errors come back as our one-line error
         datasets.disable_progress_bars()
         huggingface_hub.utils.disable_progress_bars()
 
