@@ -70,15 +70,20 @@ def weight_norm(model: Any, trainable_only: bool = False) -> float:
         >>> round(weight_norm(m), 4)
         1.7321
     """
-    norms = []
-    for _, p in _params(model, trainable_only):
-        n = p.detach().float().norm()
-        if not torch.isfinite(n) and bool(torch.isfinite(p).all()):  # huge but finite entries: fp32 squares overflow
-            n = p.detach().double().norm()
-        norms.append(n.double().cpu())
-    if not norms:
+    params = [p.detach() for _, p in _params(model, trainable_only)]
+    if not params:
         return 0.0
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
+    norms = _norms(params)  # [n_tensors] fp64 on one device, computed without a host sync per tensor
+    if not bool(torch.isfinite(norms).all()):  # huge but finite entries overflow fp32 squares: redo those in fp64
+        norms = torch.stack(
+            [p.double().norm().to(norms.device) if not torch.isfinite(n) else n for p, n in zip(params, norms)]
+        )
+    return float(torch.linalg.vector_norm(norms))
+
+
+def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    dev = tensors[0].device
+    return torch.stack([t.float().norm().to(dev) for t in tensors]).double()
 
 
 @torch.no_grad()
@@ -178,14 +183,14 @@ class DivergenceGuard(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if model is None:
             return
-        for name, p in _params(model):
-            g = p.grad
-            if g is not None and not bool(torch.isfinite(g.detach().float().norm())):
-                bad = int((~torch.isfinite(g)).sum())
-                if bad:  # (a finite gradient whose fp32 norm overflows is clipped, not a divergence by itself)
-                    self._fail(
-                        model, f"{bad} non-finite gradient value(s) in {name!r}", state.global_step + 1, "gradients"
-                    )
+        named = [(n, p.grad.detach()) for n, p in _params(model) if p.grad is not None]
+        if not named or bool(torch.isfinite(_norms([g for _, g in named])).all()):  # one host sync per step
+            return
+        bad = _first_non_finite(named)
+        if bad:  # (a finite gradient whose fp32 norm overflows is clipped, not a divergence by itself)
+            self._fail(
+                model, f"{bad[1]} non-finite gradient value(s) in {bad[0]!r}", state.global_step + 1, "gradients"
+            )
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if model is None or state.global_step % self.check_every:
