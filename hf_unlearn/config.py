@@ -17,7 +17,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,8 @@ def check_range(
     """Raise ValueError naming ``name`` when ``value`` is outside [lo, hi] (or the open variants)."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -38,6 +42,33 @@ def check_choice(name: str, value: Any, choices: tuple | list) -> None:
     """Raise ValueError naming ``name`` and the valid choices when ``value`` is not one of them."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+class UnknownOptionError(KeyError):
+    """An option name that nothing accepts; the message suggests the closest valid name.
+
+    A ``KeyError`` (unknown key) whose ``str()`` is the plain message (not its repr).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown_option_error(
+    unknown: list[str] | set[str], valid: list[str] | set[str], what: str, hints: tuple[str, ...] = ()
+) -> UnknownOptionError:
+    """An :class:`UnknownOptionError` for ``unknown`` names of ``what``, suggesting the closest of ``valid``.
+
+    Example:
+        >>> print(unknown_option_error(["learnig_rate"], ["learning_rate", "seed"], "UnlearnConfig option"))
+        unknown UnlearnConfig option 'learnig_rate' (did you mean 'learning_rate'?); valid options: learning_rate, seed
+    """
+    parts = []
+    pool = [str(v) for v in valid] + [str(h) for h in hints]  # hints: suggested, not listed (e.g. train_dataset)
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(str(name), pool, n=1, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return UnknownOptionError(f"unknown {what} {', '.join(parts)}; valid options: {', '.join(sorted(valid))}")
 
 
 @dataclass
@@ -64,6 +95,13 @@ class UnlearnConfig:
         },
     )
     bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU)."})
+    max_weight_growth: float = field(
+        default=100.0,
+        metadata={
+            "help": "Divergence guard: stop (DivergenceError, nothing saved) when the weight norm grows more than "
+            "this factor over the run; non-finite loss, gradients or weights always stop it. 0: no growth check."
+        },
+    )
     output_dir: str | None = field(default=None, metadata={"help": "Trainer scratch directory (temp if None)."})
     logging_steps: int = field(default=10, metadata={"help": "Trainer logging interval."})
     disable_tqdm: bool = field(default=True, metadata={"help": "Hide the Trainer progress bar."})
@@ -80,6 +118,8 @@ class UnlearnConfig:
         check_range("max_grad_norm", self.max_grad_norm, 0)
         check_range("max_length", self.max_length, 2)
         check_choice("template", self.template, ("plain", "chat"))
+        if self.max_weight_growth != 0:
+            check_range("max_weight_growth", self.max_weight_growth, 1, lo_open=True)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of the fields (a LoraConfig becomes its dict)."""
@@ -100,7 +140,7 @@ class UnlearnConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise KeyError(f"unknown {cls.__name__} option(s) {unknown}; valid options: {sorted(names)}")
+            raise unknown_option_error(unknown, names, f"{cls.__name__} option")
         return cls(**values)
 
     @classmethod

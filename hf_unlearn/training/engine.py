@@ -18,6 +18,7 @@ from datasets import Dataset
 from hf_unlearn.config import UnlearnConfig
 from hf_unlearn.data import PairedCollator, PairedDataset, collator_for, tokenize_any
 from hf_unlearn.training.finetune import training_arguments
+from hf_unlearn.training.guard import DivergenceGuard
 from hf_unlearn.training.lora import is_peft_model, make_lora_config
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
@@ -161,6 +162,7 @@ def run_unlearning(
             train_dataset=paired,
             data_collator=PairedCollator(collator_for(tokenizer)),
             callbacks=list(callbacks or []),
+            divergence_guard=DivergenceGuard(max_weight_growth=getattr(config, "max_weight_growth", 100.0)),
             **trainer_kwargs,
         )
         out = trainer.train()

@@ -11,13 +11,15 @@ Standard callback events (``on_step_end``, ``on_pre_optimizer_step``, ...) work 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from transformers import Trainer
-from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hf_unlearn.data.loading import UID
+from hf_unlearn.training.guard import DivergenceGuard
 from hf_unlearn.training.losses import batch_nll
 
 
@@ -25,12 +27,23 @@ class UidTrainer(Trainer):
     """A Trainer whose batches carry a ``uid`` list, handed to recorder callbacks and never to the model.
 
     With ``disable_tqdm`` the per-step log printer is removed too (quiet runs); logs stay in ``state.log_history``.
+    A :class:`~hf_unlearn.training.guard.DivergenceGuard` is attached unless one is among the callbacks already:
+    pass ``divergence_guard=DivergenceGuard(...)`` to configure it, or ``divergence_guard=False`` to drop it.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    progress_desc = "fine-tuning"
+
+    def __init__(self, *args: Any, divergence_guard: Any = None, progress_desc: str | None = None, **kwargs: Any):
+        if progress_desc is not None:
+            self.progress_desc = progress_desc
         super().__init__(*args, **kwargs)
         if self.args.disable_tqdm:
             self.remove_callback(PrinterCallback)
+        elif self.pop_callback(ProgressCallback) is not None:  # one labelled bar, no raw {'loss': ...} dicts
+            self.add_callback(PhaseProgressCallback(self.progress_desc))
+        has_guard = any(isinstance(cb, DivergenceGuard) for cb in self.callback_handler.callbacks)
+        if divergence_guard is not False and not has_guard:
+            self.add_callback(divergence_guard if divergence_guard is not None else DivergenceGuard())
 
     def _recorders(self) -> list[Any]:
         return [
@@ -63,6 +76,23 @@ class UidTrainer(Trainer):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
 
+class PhaseProgressCallback(ProgressCallback):
+    """The Trainer's progress bar with a label, printing the raw log dicts only at INFO level (``hf-unlearn -v``)."""
+
+    def __init__(self, desc: str):
+        super().__init__()
+        self.desc = desc
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(self.desc)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logging.getLogger("hf_unlearn").isEnabledFor(logging.INFO):
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+
 def _pop_uids(inputs: dict[str, Any]) -> list[str] | None:
     uids = inputs.pop(UID, None)
     for sub in ("forget", "retain"):
@@ -84,6 +114,8 @@ class UnlearnTrainer(UidTrainer):
     Subclasses implement :meth:`unlearning_loss`. The loss is a per-micro-batch mean, so the Trainer scales it
     for gradient accumulation (``loss_is_scaled_for_ga = False``).
     """
+
+    progress_desc = "unlearning"
 
     def __init__(self, *args: Any, reference_mode: str = "copy", **kwargs: Any):
         super().__init__(*args, **kwargs)
