@@ -213,7 +213,8 @@ NOCAL = "-nocal"
 def was_calibrated(result: Any) -> bool:
     """Whether an unlearning result stopped by calibration (its own report, or one of RUM's groups')."""
     d = getattr(result, "details", None) or {}
-    return "calibration" in d or any(g.get("calibration") for g in d.get("groups", []) if isinstance(g, dict))
+    groups = [g for g in d.get("groups", []) if isinstance(g, dict)]
+    return "calibration" in d or any(g.get("calibration") is not None for g in groups)
 
 
 def run_uncalibrated(runner: MethodRunner, ctx: Context, method: str) -> Any:

@@ -265,3 +265,26 @@ def test_two_process_run_stops_every_rank_at_the_same_step(tmp_path):
     assert r0["stop_reason"] != "end" and r0["stopped_at_step"] < 30  # calibration, not the schedule, stopped it
     for key in ("stop_reason", "stopped_at_step", "kept_step", "steps", "target_nll", "history", "digest"):
         assert r0[key] == r1[key], key
+
+
+# ------------------------------------------------------------------------------------------- harness
+def test_harness_passes_the_holdout_and_runs_an_uncalibrated_variant(monkeypatch):
+    from types import SimpleNamespace
+
+    from hf_unlearn import pipeline
+
+    calls = []
+    monkeypatch.setattr(hf_unlearn, "unlearn", lambda *a, **kw: calls.append((a, kw)) or SimpleNamespace(details={}))
+    bench = {"forget10": "F", "retain90": "R", "holdout10": "H"}
+    setting = pipeline.Setting("x", method_overrides={"npo": {"beta": 0.2}})
+    ctx = pipeline.Context(setting=setting, bench=bench, tokenizer="tok", base_model=None, target="model")
+    runner = pipeline.builtin_runners()["npo"]
+    runner.run(ctx)
+    pipeline.run_uncalibrated(runner, ctx, "npo")
+    (args, kw), (_, kw_nocal) = calls
+    assert args[1:3] == ("F", "R") and kw["holdout"] == "H" and kw["beta"] == 0.2 and "calibrate" not in kw
+    assert kw_nocal["calibrate"] is False and kw_nocal["beta"] == 0.2 and kw_nocal["holdout"] == "H"
+    assert ctx.setting is setting and setting.method_overrides == {"npo": {"beta": 0.2}}  # restored, untouched
+    assert pipeline.was_calibrated(SimpleNamespace(details={"calibration": {"kept_step": 3}}))
+    assert pipeline.was_calibrated(SimpleNamespace(details={"groups": [{"calibration": None}, {"calibration": {}}]}))
+    assert not pipeline.was_calibrated(SimpleNamespace(details={"steps": 3, "groups": [{"calibration": None}]}))
