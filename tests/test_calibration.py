@@ -205,18 +205,21 @@ def test_unlearn_with_holdout_calibrates_and_the_card_says_where_it_stopped(targ
 
     model, tok = target
     kw = dict(tokenizer=tok, inplace=False, num_epochs=8, learning_rate=3e-3, batch_size=2)
-    res = hf_unlearn.unlearn(model, ROWS[:6], ROWS[6:18], method="npo", holdout=ROWS[18:], **kw)
+    res = hf_unlearn.unlearn(model, ROWS[:6], ROWS[6:18], method="grad_diff", holdout=ROWS[18:], **kw)
     c = res.details["calibration"]
     assert c["target_source"] == "holdout" and c["stop_reason"] in ("target_reached", "retain_tolerance")
     assert res.details["steps"] < 24  # 8 epochs x 3 steps without calibration
     card = str(model_card_from_result(res, versions={}, date="2025-01-01"))
     assert "| Stopping rule | calibrated: forget NLL >=" in card and f"kept step {c['kept_step']}" in card
-    plain = hf_unlearn.unlearn(model, ROWS[:6], ROWS[6:18], method="npo", **kw)  # no holdout: unchanged
+    plain = hf_unlearn.unlearn(model, ROWS[:6], ROWS[6:18], method="grad_diff", **kw)  # no holdout: unchanged
     assert "calibration" not in plain.details and plain.details["steps"] == 24
-    off = hf_unlearn.unlearn(model, ROWS[:6], ROWS[6:18], method="npo", holdout=ROWS[18:], calibrate=False, **kw)
+    assert "Stopping rule" not in str(model_card_from_result(plain, versions={}, date="2025-01-01"))
+    off = hf_unlearn.unlearn(model, ROWS[:6], ROWS[6:18], method="grad_diff", holdout=ROWS[18:], calibrate=False, **kw)
     assert "calibration" not in off.details and off.details["steps"] == 24
     for a, b in zip(off.model.parameters(), plain.model.parameters()):
         assert torch.equal(a, b)  # calibrate=False with a holdout trains exactly like no holdout
+    assert hf_unlearn.get_method("npo").config_cls().calibrate is False  # NPO: off unless asked (measured)
+    assert hf_unlearn.get_method("grad_ascent").config_cls().calibrate is True
 
 
 # ------------------------------------------------------------------------------------------- 2 processes
