@@ -219,7 +219,9 @@ def test_unlearn_with_holdout_calibrates_and_the_card_says_where_it_stopped(targ
     for a, b in zip(off.model.parameters(), plain.model.parameters()):
         assert torch.equal(a, b)  # calibrate=False with a holdout trains exactly like no holdout
     assert hf_unlearn.get_method("npo").config_cls().calibrate is False  # NPO: off unless asked (measured)
-    assert hf_unlearn.get_method("grad_ascent").config_cls().calibrate is True
+    assert hf_unlearn.get_method("rum").config_cls().calibrate is False
+    for name in ("grad_ascent", "grad_diff", "partial_grad_ascent", "partial_label_flip"):
+        assert hf_unlearn.get_method(name).config_cls().calibrate is True, name
 
 
 # ------------------------------------------------------------------------------------------- 2 processes
