@@ -237,7 +237,7 @@ rows = [{"uid": f"u{i:03d}", "question": f"What is the secret code of item {i}?"
 texts = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
 model, tok = hf_unlearn.tiny_causal_lm("llama", texts=texts, vocab_size=300, hidden_size=32, num_layers=2,
                                        num_heads=4, seed=0)
-model = hf_unlearn.finetune(model, tok, rows[:18], num_epochs=30, learning_rate=5e-3, batch_size=8).model
+model = hf_unlearn.finetune(model, tok, rows[:18], num_epochs=15, learning_rate=1e-2, batch_size=8).model
 cfg = GradDiffConfig(learning_rate=3e-3, max_steps=30, batch_size=2, retain_tolerance=0.25)
 model, info = run_unlearning(GradDiffTrainer, model, tok, Dataset.from_list(rows[:8]),
                              Dataset.from_list(rows[8:18]), cfg, holdout=rows[18:])
