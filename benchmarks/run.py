@@ -27,6 +27,7 @@ is measured by benchmarks/scaling.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pickle
@@ -252,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest for tiny models).")
     p.add_argument("--from-json", default=None, help="Only rewrite the markdown and plots of a saved <setting>.json.")
     p.add_argument("--keep-per-item", action="store_true", help="Keep per-example evaluation records in the JSON.")
+    p.add_argument(
+        "--calibration-variants",
+        action="store_true",
+        help="Also run each calibrated method with calibrate=False (rows '<method>-nocal'; docs/calibration.md).",
+    )
     args = p.parse_args(argv)
     root = Path(args.out or Path(__file__).parent / "results")
     if args.from_json:
@@ -261,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = args.splits.split(",")
+    setting = SETTINGS[args.setting]
+    if args.calibration_variants:
+        setting = dataclasses.replace(setting, calibration_variants=True)
     report = run_protocol(
-        args.setting,
+        setting,
         methods=args.methods.split(",") if args.methods else None,
         out_dir=None,
         progress=True,

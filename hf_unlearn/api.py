@@ -15,6 +15,7 @@ from hf_unlearn.data import UID, column, exclude_uids, load_examples, resolve_ex
 from hf_unlearn.models import check_causal_lm, load_model
 from hf_unlearn.registry import get_method
 from hf_unlearn.result import UnlearnResult
+from hf_unlearn.training.calibration import holdout_scope
 from hf_unlearn.training.guard import check_weights, weight_norm
 from hf_unlearn.utils.profiling import measure
 
@@ -79,7 +80,8 @@ def check_options(method: str, kwargs: dict[str, Any]) -> None:
         UnknownOptionError (a KeyError): naming the unknown option(s), the closest valid name and the valid ones.
     """
     spec = get_method(method)
-    valid = set(spec.config_cls.field_names()) | set(method_arguments(method))
+    # holdout= is a dispatcher argument: it reaches every method that trains through the shared engine (calibration)
+    valid = set(spec.config_cls.field_names()) | set(method_arguments(method)) | {"holdout"}
     unknown = [k for k in kwargs if k not in valid]
     if unknown:
         raise unknown_option_error(unknown, valid, f"option for method {method!r}:", hints=_DISPATCH_ARGS)
@@ -133,7 +135,10 @@ def unlearn(
         train_dataset: the dataset the model was trained on, for uid lists and the default retain set.
         forget_split, retain_split: split names when a source has several.
         inplace: modify ``model`` in place (default, like Trainer); False works on a deep copy.
-        **kwargs: method-specific arguments (e.g. ``base_model=`` for ``retrain``).
+        **kwargs: method-specific arguments (e.g. ``base_model=`` for ``retrain``). ``holdout=``: examples of the
+            same kind the model never saw (same forms as ``forget``); it turns on calibrated early stopping for the
+            methods that train (``calibrate``, docs/calibration.md) and is embedding_ga's target; methods that
+            neither train nor take it ignore it.
 
     Returns:
         :class:`UnlearnResult` with the unlearned model, timings, peak memory and the method's report.
@@ -193,11 +198,19 @@ def unlearn(
     if spec.method_cls.needs_retain and retain_ds is None:
         raise ValueError(f"method {method!r} needs a retain set: pass retain= or train_dataset=")
     impl = spec.method_cls(cfg)
-    if train_dataset is not None and "train_dataset" in inspect.signature(impl.unlearn).parameters:
+    params = inspect.signature(impl.unlearn).parameters
+    if train_dataset is not None and "train_dataset" in params:
         method_kwargs.setdefault("train_dataset", resolve_examples(train_dataset))  # e.g. SSD's I_D over D, in order
     guarded = isinstance(model, torch.nn.Module)
     start_norm = weight_norm(model) if guarded else None
-    with measure() as cost:
+    holdout = method_kwargs.get("holdout")
+    if holdout is not None:
+        holdout = resolve_examples(holdout, train_dataset)
+        if "holdout" in params:
+            method_kwargs["holdout"] = holdout
+    if "holdout" not in params:
+        method_kwargs.pop("holdout", None)  # reaches the training engine through the scope below
+    with measure() as cost, holdout_scope(holdout):
         out = impl.unlearn(model, tokenizer, forget_ds, retain_ds, **method_kwargs)
     if guarded and isinstance(out.model, torch.nn.Module):  # every method, incl. the retrain-free ones (SSD, ...)
         check_weights(

@@ -105,6 +105,44 @@ class UnlearnConfig:
     output_dir: str | None = field(default=None, metadata={"help": "Trainer scratch directory (temp if None)."})
     logging_steps: int = field(default=10, metadata={"help": "Trainer logging interval."})
     disable_tqdm: bool = field(default=True, metadata={"help": "Hide the Trainer progress bar."})
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "Calibrated early stopping (methods that train through the shared engine; see "
+            "docs/calibration.md): stop when the forget set reaches the target and roll back, bit-exactly, to the "
+            "last state within retain_tolerance. Needs a target: holdout= (data of the same kind the model never "
+            "saw) or target_nll; without one, nothing changes. False: train the whole schedule."
+        },
+    )
+    calibration_criterion: str = field(
+        default="nll",
+        metadata={
+            "help": "'nll': stop when the forget-set mean NLL reaches target_nll; 'mia': stop when the Min-K%++ "
+            "AUC of forget vs holdout reaches 0.5 + mia_epsilon (needs holdout=)."
+        },
+    )
+    target_nll: float | None = field(
+        default=None,
+        metadata={
+            "help": "Target forget-set mean NLL (nats per token). None: the mean NLL of the `holdout=` dataset under "
+            "the model before unlearning."
+        },
+    )
+    retain_tolerance: float | None = field(
+        default=0.5,
+        metadata={
+            "help": "Stop when the retain mean NLL rises more than this (nats per token) above its starting value, "
+            "and restore the last checked state within it. None disables the check."
+        },
+    )
+    eval_every: int = field(default=1, metadata={"help": "Check the stopping rule every this many optimizer steps."})
+    mia_epsilon: float = field(
+        default=0.05, metadata={"help": "calibration_criterion='mia': stop once the AUC is <= 0.5 + mia_epsilon."}
+    )
+    calibration_tokens: int = field(
+        default=2048,
+        metadata={"help": "Token budget of each calibration evaluation set (forget, retain sample, holdout)."},
+    )
 
     def __post_init__(self) -> None:
         check_range("learning_rate", self.learning_rate, 0, lo_open=True)
@@ -120,6 +158,17 @@ class UnlearnConfig:
         check_choice("template", self.template, ("plain", "chat"))
         if self.max_weight_growth != 0:
             check_range("max_weight_growth", self.max_weight_growth, 1, lo_open=True)
+        if not isinstance(self.calibrate, bool):
+            raise ValueError(f"calibrate must be True or False, got {self.calibrate!r}")
+        check_choice("calibration_criterion", self.calibration_criterion, ("nll", "mia"))
+        if self.target_nll is not None:
+            check_range("target_nll", self.target_nll, 0)
+        if self.retain_tolerance is not None:
+            check_range("retain_tolerance", self.retain_tolerance, 0)
+        if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 1:
+            raise ValueError(f"eval_every must be an int >= 1, got {self.eval_every!r}")
+        check_range("mia_epsilon", self.mia_epsilon, 0, 0.5)
+        check_range("calibration_tokens", self.calibration_tokens, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of the fields (a LoraConfig becomes its dict)."""

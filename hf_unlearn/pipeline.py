@@ -58,6 +58,8 @@ class Setting:
     eval_gradnorm: bool = True
     eval_retain_max_items: int | None = 200
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Also run every calibrated method with calibrate=False, as row "<method>-nocal" (docs/calibration.md).
+    calibration_variants: bool = False
 
     @property
     def retain_split(self) -> str:
@@ -193,10 +195,37 @@ def _posthoc(method: str, **defaults: Any) -> MethodRunner:
     def run(ctx: Context):
         cfg = {**defaults, "max_length": ctx.setting.max_length, **ctx.overrides(method)}
         return hf_unlearn.unlearn(
-            copy.deepcopy(ctx.target), ctx.forget, ctx.retain, method=method, tokenizer=ctx.tokenizer, **cfg
+            copy.deepcopy(ctx.target),
+            ctx.forget,
+            ctx.retain,
+            method=method,
+            tokenizer=ctx.tokenizer,
+            holdout=ctx.holdout,  # calibrated early stopping (docs/calibration.md); calibrate=False turns it off
+            **cfg,
         )
 
     return MethodRunner(run=run, defaults=defaults)
+
+
+NOCAL = "-nocal"
+
+
+def was_calibrated(result: Any) -> bool:
+    """Whether an unlearning result stopped by calibration (its own report, or one of RUM's groups')."""
+    d = getattr(result, "details", None) or {}
+    groups = [g for g in d.get("groups", []) if isinstance(g, dict)]
+    return "calibration" in d or any(g.get("calibration") is not None for g in groups)
+
+
+def run_uncalibrated(runner: MethodRunner, ctx: Context, method: str) -> Any:
+    """``runner`` with ``calibrate=False`` for ``method`` (the ``"<method>-nocal"`` row of calibration_variants)."""
+    s = ctx.setting
+    overrides = {**s.method_overrides, method: {**ctx.overrides(method), "calibrate": False}}
+    ctx.setting = replace(s, method_overrides=overrides)
+    try:
+        return runner.run(ctx)
+    finally:
+        ctx.setting = s
 
 
 def _retrain_runner() -> MethodRunner:
@@ -554,8 +583,11 @@ def run_protocol(
             "gold (retrain)": {**nll_row(ctx.gold, ctx), "unlearn_seconds": ctx.gold_ft.wall_time},
         }
         results: dict[str, Any] = {}
-        for m in tqdm(methods, desc=f"unlearning {split}", disable=not progress):
-            res = runners[m].run(ctx)
+        queue = [(m, m) for m in methods]
+        for m, base in tqdm(queue, desc=f"unlearning {split}", disable=not progress):
+            res = runners[base].run(ctx) if m == base else run_uncalibrated(runners[base], ctx, base)
+            if m == base and s.calibration_variants and was_calibrated(res):
+                queue.insert(queue.index((m, base)) + 1, (m + NOCAL, base))
             try:
                 row = nll_row(res.model, ctx)
             except RuntimeError as err:  # e.g. an S3T system whose every shard was cut: a result, not a crash

@@ -1,5 +1,6 @@
 """Fine-tuning and the training machinery unlearning methods share."""
 
+from hf_unlearn.training.calibration import CalibrationCallback, holdout_scope
 from hf_unlearn.training.engine import ReferenceModel, precompute_sequence_nll, prepare_model, run_unlearning
 from hf_unlearn.training.finetune import FinetuneResult, finetune, training_arguments
 from hf_unlearn.training.guard import DivergenceError, DivergenceGuard, check_weights, weight_norm
@@ -12,12 +13,14 @@ __all__ = [
     "DivergenceGuard",
     "check_weights",
     "weight_norm",
+    "CalibrationCallback",
     "FinetuneResult",
     "ReferenceModel",
     "UidTrainer",
     "UnlearnTrainer",
     "batch_nll",
     "finetune",
+    "holdout_scope",
     "kl_to_reference",
     "make_lora_config",
     "model_inputs",

@@ -29,6 +29,15 @@ class NPOConfig(UnlearnConfig):
     retain_loss: str = field(default="nll", metadata={"help": "Retain term: 'nll', 'kl' or 'none' (pure NPO)."})
     gamma: float = field(default=1.0, metadata={"help": "Weight of the NPO forget term."})
     alpha: float = field(default=1.0, metadata={"help": "Weight of the retain term."})
+    calibrate: bool = field(
+        default=False,
+        metadata={
+            "help": "Calibrated early stopping (docs/calibration.md). Off by default for NPO: its bounded forget loss "
+            "and retain term recover utility over the schedule, and on the demo benchmark stopping early left the "
+            "forget set more recognisable at no utility gain (benchmarks/results/calibration_demo.md). True (with "
+            "holdout=) turns it on."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
