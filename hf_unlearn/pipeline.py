@@ -60,6 +60,10 @@ class Setting:
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Also run every calibrated method with calibrate=False, as row "<method>-nocal" (docs/calibration.md).
     calibration_variants: bool = False
+    # bf16 autocast for fine-tuning, the methods that train through a Trainer, and evaluation (CPU with AVX512-BF16
+    # or a GPU); weights stay fp32, and the retrain-free methods (SSD, embedding_ga, partial_amnesiac) run fp32.
+    bf16: bool = False
+    eval_batch_size: int = 32
 
     @property
     def retain_split(self) -> str:
@@ -100,6 +104,35 @@ SETTINGS: dict[str, Setting] = {
         max_length=128,
         hidden_size=576,
         num_layers=30,
+    ),
+    # The full protocol on the real pretrained SmolLM2-135M-Instruct on 2 CPU cores (`make install-smollm2`), sized
+    # to finish within an hour with every method and the full metric suite: 20 fictitious authors x 5 QA (forget10 =
+    # 2 authors, forget05 = forget01 = 1 author), LoRA r32 on every linear layer, bf16 autocast.
+    "cpu-smollm2": Setting(
+        "cpu-smollm2",
+        n_authors=20,
+        qa_per_author=5,
+        model_name="smollm2-135m-offline",
+        lora={"r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "target_modules": "all-linear"},
+        ft_epochs=4,
+        ft_lr=5e-4,
+        ft_batch_size=16,
+        max_length=96,
+        hidden_size=576,
+        num_layers=30,
+        eval_max_new_tokens=32,
+        eval_gradnorm=False,
+        eval_retain_max_items=24,
+        eval_batch_size=16,
+        bf16=True,
+        method_overrides={
+            # S3T against the plain LoRA fine-tune (the target): the same LoRA config and epochs per stage.
+            "s3t": {
+                "n_slices": 2,
+                "num_epochs": 4,
+                "lora": {"r": 32, "lora_alpha": 64, "lora_dropout": 0.05},
+            },
+        },
     ),
 }
 
@@ -193,7 +226,7 @@ def _posthoc(method: str, **defaults: Any) -> MethodRunner:
     import hf_unlearn
 
     def run(ctx: Context):
-        cfg = {**defaults, "max_length": ctx.setting.max_length, **ctx.overrides(method)}
+        cfg = {**defaults, "max_length": ctx.setting.max_length, **bf16_option(method, ctx), **ctx.overrides(method)}
         return hf_unlearn.unlearn(
             copy.deepcopy(ctx.target),
             ctx.forget,
@@ -208,6 +241,15 @@ def _posthoc(method: str, **defaults: Any) -> MethodRunner:
 
 
 NOCAL = "-nocal"
+
+
+def bf16_option(method: str, ctx: Context) -> dict[str, Any]:
+    """``{"bf16": True}`` when the setting asks for bf16 and ``method``'s config has that option, else ``{}``."""
+    from hf_unlearn.registry import get_method
+
+    if ctx.setting.bf16 and "bf16" in get_method(method).config_cls.field_names():
+        return {"bf16": True}
+    return {}
 
 
 def was_calibrated(result: Any) -> bool:
@@ -329,6 +371,7 @@ def _s3t_runner() -> MethodRunner:
                 "max_length": s.max_length,
                 "seed": s.seed,
                 **defaults,
+                **bf16_option("s3t", ctx),
                 **ctx.overrides("s3t"),
             }
         )
@@ -505,6 +548,7 @@ def prepare(
         seed=s.seed,
         lora=s.lora,
         disable_tqdm=not progress,
+        bf16=s.bf16,
     )
     ctx = Context(setting=s, bench=bench, tokenizer=tok, base_model=base, finetune_kwargs=ft_kwargs, workdir=workdir)
     runners = builtin_runners()
@@ -527,12 +571,13 @@ def prepare(
 
 
 def nll_row(model: Any, ctx: Context) -> dict[str, float]:
-    s = ctx.setting
-    return {
-        "forget_nll": mean_answer_nll(model, ctx.tokenizer, ctx.forget, s.max_length),
-        "retain_nll": mean_answer_nll(model, ctx.tokenizer, ctx.retain, s.max_length),
-        "holdout_nll": mean_answer_nll(model, ctx.tokenizer, ctx.holdout, s.max_length),
-    }
+    with autocast_for(ctx, model):
+        s = ctx.setting
+        return {
+            "forget_nll": mean_answer_nll(model, ctx.tokenizer, ctx.forget, s.max_length),
+            "retain_nll": mean_answer_nll(model, ctx.tokenizer, ctx.retain, s.max_length),
+            "holdout_nll": mean_answer_nll(model, ctx.tokenizer, ctx.holdout, s.max_length),
+        }
 
 
 def run_protocol(
@@ -585,7 +630,18 @@ def run_protocol(
         results: dict[str, Any] = {}
         queue = [(m, m) for m in methods]
         for m, base in tqdm(queue, desc=f"unlearning {split}", disable=not progress):
-            res = runners[base].run(ctx) if m == base else run_uncalibrated(runners[base], ctx, base)
+            try:
+                res = runners[base].run(ctx) if m == base else run_uncalibrated(runners[base], ctx, base)
+            except Exception as err:  # one failing method is a row of the report, not the end of a long run
+                logger.error("%s failed on %s: %s: %s", m, split, type(err).__name__, err)
+                rows[m] = {
+                    "forget_nll": float("nan"),
+                    "retain_nll": float("nan"),
+                    "holdout_nll": float("nan"),
+                    "unlearn_seconds": None,
+                    "error": f"{type(err).__name__}: {err}",
+                }
+                continue
             if m == base and s.calibration_variants and was_calibrated(res):
                 queue.insert(queue.index((m, base)) + 1, (m + NOCAL, base))
             try:
@@ -651,29 +707,52 @@ def _short(details: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in details.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def _evaluate_all(ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
-    from hf_unlearn.evaluation import evaluate_unlearning
-
+def evaluation_kwargs(ctx: Context) -> dict[str, Any]:
+    """The :func:`~hf_unlearn.evaluation.evaluate_unlearning` options of the setting, for the split being served."""
     s = ctx.setting
     retain_split, holdout_split = paired_splits(ctx.forget_split)
-    kw = dict(
+    return dict(
         forget_split=ctx.forget_split,
         retain_split=retain_split,
         holdout_split=holdout_split,
         max_new_tokens=s.eval_max_new_tokens,
-        batch_size=32,
+        batch_size=s.eval_batch_size,
         gradnorm=s.eval_gradnorm,
         retain_max_items=s.eval_retain_max_items,
     )
-    gold = evaluate_unlearning(ctx.gold, ctx.tokenizer, ctx.bench, skip_forget_quality=True, **kw)
-    out = {"gold": gold, "target": evaluate_unlearning(ctx.target, ctx.tokenizer, ctx.bench, reference=gold, **kw)}
+
+
+def autocast_for(ctx: Context, model: Any = None) -> Any:
+    """bf16 autocast on the model's device when the setting asks for it (evaluation), else a no-op context."""
+    import contextlib
+
+    if not ctx.setting.bf16:
+        return contextlib.nullcontext()
+    model = model if model is not None else ctx.target
+    device = next(model.parameters()).device.type if hasattr(model, "parameters") else "cpu"
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def _evaluate_all(ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
+    from hf_unlearn.evaluation import evaluate_unlearning
+
+    kw = evaluation_kwargs(ctx)
+    with autocast_for(ctx):
+        gold = evaluate_unlearning(ctx.gold, ctx.tokenizer, ctx.bench, skip_forget_quality=True, **kw)
+        target = evaluate_unlearning(ctx.target, ctx.tokenizer, ctx.bench, reference=gold, **kw)
+    out = {"gold": gold, "target": target}
     for m, res in results.items():
         # An S3T ensemble toggles which adapters are live inside every forward, so per-sample parameter
         # gradients (the GradNorm attack) are not defined for it: that attack is reported as not applicable.
         gradnorm_ok = type(res.model).__name__ != "S3TModel"
-        out[m] = evaluate_unlearning(
-            res.model, ctx.tokenizer, ctx.bench, reference=gold, **{**kw, "gradnorm": kw["gradnorm"] and gradnorm_ok}
-        )
+        with autocast_for(ctx):
+            out[m] = evaluate_unlearning(
+                res.model,
+                ctx.tokenizer,
+                ctx.bench,
+                reference=gold,
+                **{**kw, "gradnorm": kw["gradnorm"] and gradnorm_ok},
+            )
         if kw["gradnorm"] and not gradnorm_ok:
             out[m].setdefault("notes", []).append("GradNorm MIA not applicable to an S3T ensemble")
     return out
