@@ -156,7 +156,7 @@ def main(argv=None) -> dict:
     )
     base, tok = make_base()
     t0 = time.perf_counter()
-    s3t = S3TModel.train(base, tok, ds, cfg)
+    s3t = S3TModel.from_training(base, tok, ds, cfg)
     s3t_sec = time.perf_counter() - t0
     passes = sum(r["n_examples"] for r in s3t.trainings) * args.epochs
     res["s3t"] = {
@@ -171,7 +171,7 @@ def main(argv=None) -> dict:
     # --- the same S3T training with hidden-state caching
     base_c, _ = make_base()
     t0 = time.perf_counter()
-    s3t_cached = S3TModel.train(base_c, tok, ds, S3TConfig(**{**cfg.__dict__, "cache_hidden_states": True}))
+    s3t_cached = S3TModel.from_training(base_c, tok, ds, S3TConfig(**{**cfg.__dict__, "cache_hidden_states": True}))
     cached_sec = time.perf_counter() - t0
     probe = tok([f"Question: {q}\nAnswer:" for q in ds["question"][:32]], return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -231,7 +231,7 @@ def main(argv=None) -> dict:
 
     # --- SISA (B = 1): a deletion in the first slice of a shard retrains the whole shard
     base, tok = make_base()
-    sisa = S3TModel.train(base, tok, ds, S3TConfig(**{**cfg.__dict__, "budget": 1, "strategy": "cyclic"}))
+    sisa = S3TModel.from_training(base, tok, ds, S3TConfig(**{**cfg.__dict__, "budget": 1, "strategy": "cyclic"}))
     first_slice = sisa.state["shards"]["0"]["sequences"][0][0]
     victim = sorted(u for u, (j, s) in sisa.state["assignment"].items() if (j, s) == (0, first_slice))[0]
     rep = sisa.delete([victim])

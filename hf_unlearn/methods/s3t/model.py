@@ -20,7 +20,7 @@ Example:
     >>> from hf_unlearn.methods.s3t import S3TConfig, S3TModel
     >>> data = [{"uid": f"u{i}", "question": f"Q{i}?", "answer": f"A{i}."} for i in range(12)]
     >>> base, tok = tiny_causal_lm("llama", texts=["Question: Q1?\\nAnswer: A1."] * 4, num_layers=2, vocab_size=300)
-    >>> s3t = S3TModel.train(base, tok, data, S3TConfig(n_slices=2, num_epochs=1, learning_rate=1e-3))
+    >>> s3t = S3TModel.from_training(base, tok, data, S3TConfig(n_slices=2, num_epochs=1, learning_rate=1e-3))
     >>> report = s3t.delete(["u3"])
     >>> s3t.served_prefix_lengths()[0] <= 2
     True
@@ -33,6 +33,7 @@ import copy
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -189,6 +190,63 @@ def _lower_dropout(model: nn.Module, below: int) -> list[str]:
     return bad
 
 
+def _generator_dropout(module: nn.Dropout, generator: torch.Generator):
+    """A ``forward`` for ``module`` that draws its mask from ``generator`` (not the global RNG)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if not module.training or module.p == 0:
+            return x
+        if module.p == 1:
+            return torch.zeros_like(x)
+        keep = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1 - module.p, generator=generator)
+        return x * keep / (1 - module.p)
+
+    return forward
+
+
+class _StageRNG:
+    """The private random state of one stage: every draw of its training comes from here, never from the global RNG.
+
+    * ``nn.Dropout`` modules (peft's ``lora_dropout`` and any module dropout of the base) get, for the duration of a
+      micro-batch, a ``forward`` that draws its mask from this stage's own ``torch.Generator``;
+    * anything else that draws on the global RNG inside a micro-batch (functional dropout such as
+      ``attention_dropout``) runs on a forked global stream whose state is saved and restored around each
+      micro-batch, so the global RNG of the rest of the process is neither read nor advanced by training.
+
+    Draws made elsewhere between micro-batches (a concurrent ``generate(do_sample=True)``, ``torch.rand``) therefore
+    cannot change what the stage learns. (A draw made by another thread *during* a micro-batch on the global RNG
+    could still reach a functional dropout of the base; LoRA dropout is immune.)
+    """
+
+    def __init__(self, seed: int, device: torch.device):
+        self.device = device
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        cpu = torch.Generator().manual_seed(seed ^ 0x5DEECE66)
+        self.cpu_state = cpu.get_state()
+        self.cuda_state = None
+        if device.type == "cuda":
+            self.cuda_state = torch.Generator(device=device).manual_seed(seed ^ 0x5DEECE66).get_state()
+
+    @contextlib.contextmanager
+    def active(self, model: nn.Module):
+        drops = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+        for m in drops:
+            m.forward = _generator_dropout(m, self.generator)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu_state)
+            if devices:
+                torch.cuda.set_rng_state(self.cuda_state, self.device)
+            try:
+                yield
+            finally:
+                self.cpu_state = torch.get_rng_state()
+                if devices:
+                    self.cuda_state = torch.cuda.get_rng_state(self.device)
+                for m in drops:
+                    del m.forward
+
+
 def _make_stage_trainer():
     """The Trainer of one stage (a subclass of hf_unlearn's UidTrainer; built lazily to keep imports light)."""
     from hf_unlearn.training.trainer import UidTrainer
@@ -202,8 +260,10 @@ def _make_stage_trainer():
         With a hidden-state cache the forward runs only from block ``start`` upwards, fed the cached states.
         """
 
-        def __init__(self, *args: Any, s3t: S3TModel, chain: list[str], cache=None, start: int = 0, **kwargs):
-            self.s3t, self.chain, self.cache, self.start = s3t, chain, cache, start
+        def __init__(
+            self, *args: Any, s3t: S3TModel, chain: list[str], rng: _StageRNG, cache=None, start: int = 0, **kwargs
+        ):
+            self.s3t, self.chain, self.cache, self.start, self.rng = s3t, chain, cache, start, rng
             super().__init__(*args, **kwargs)
 
         def _setup(self) -> None:
@@ -219,11 +279,12 @@ def _make_stage_trainer():
             with self.s3t._lock:
                 self._setup()
                 try:
-                    if self.cache is None:
-                        return super().training_step(model, inputs, num_items_in_batch)
-                    hidden = self._cached_batch(inputs)
-                    with _from_block(self.s3t.peft_model, self.start, hidden):
-                        return super().training_step(model, inputs, num_items_in_batch)
+                    with self.rng.active(self.s3t.peft_model):
+                        if self.cache is None:
+                            return super().training_step(model, inputs, num_items_in_batch)
+                        hidden = self._cached_batch(inputs)
+                        with _from_block(self.s3t.peft_model, self.start, hidden):
+                            return super().training_step(model, inputs, num_items_in_batch)
                 finally:
                     self.s3t.peft_model.eval()
 
@@ -243,19 +304,29 @@ def _make_stage_trainer():
 
 
 class _TrainAccess:
-    """``S3TModel.train(base, tok, data, cfg)`` builds a model; ``s3t_model.train(mode)`` is nn.Module's."""
+    """``S3TModel.train(base, tok, data, cfg)``: deprecated alias of :meth:`S3TModel.from_training`;
+    ``s3t_model.train(mode)`` on an instance is nn.Module's."""
 
     def __get__(self, obj: Any, cls: type) -> Any:
         if obj is None:
-            return functools.wraps(cls._train_new)(functools.partial(cls._train_new.__func__, cls))
+
+            @functools.wraps(cls.from_training)
+            def train(*args: Any, **kwargs: Any) -> S3TModel:
+                warnings.warn(
+                    "S3TModel.train(...) is deprecated: use S3TModel.from_training(...)", DeprecationWarning, 2
+                )
+                return cls.from_training(*args, **kwargs)
+
+            return train
         return functools.partial(nn.Module.train, obj)
 
 
 class S3TModel(nn.Module):
     """An S3T ensemble: ``m`` shards, each serving the longest valid prefix of its trained sequences.
 
-    Build with :meth:`train` (or :meth:`from_pretrained`); ``forward`` averages the live shards; ``generate`` works
-    for one or several live shards; :meth:`delete` is instant and exact; :meth:`retrain` rebuilds cut stages.
+    Build with :meth:`from_training` (or :meth:`from_pretrained`); ``forward`` averages the live shards;
+    ``generate`` works for one or several live shards; :meth:`delete` is instant and exact; :meth:`retrain`
+    rebuilds cut stages.
     """
 
     def __init__(self, peft_model: nn.Module, tokenizer: Any, config: S3TConfig, state: dict[str, Any]):
@@ -270,11 +341,21 @@ class S3TModel(nn.Module):
         self._lock = threading.RLock()
         self._retrain_lock = threading.Lock()
         self._valid_cache: dict[str, bool] | None = None
+        self._init_cleanup()
+
+    def _init_cleanup(self, names: set[str] | None = None) -> None:
+        """Deferred freeing of dropped adapters (weights in memory, folders on disk): off the deletion request path."""
+        self._pending_names: set[str] = set(names or ())  # dropped from the inventory, still in the peft model
+        self._pending_dirs: list[Path] = []  # adapter folders of dropped stages, still on disk
+        self._pending_lock = threading.Lock()  # guards the two lists above
+        self._cleanup_lock = threading.Lock()  # one cleanup at a time (flush_deletions waits for a running one)
+        self._cleaner: threading.Thread | None = None
 
     def __deepcopy__(self, memo: dict) -> S3TModel:
         """Deep copy (a fresh lock; the training dataset is shared, not copied)."""
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
+        skip = {"_pending_names", "_pending_dirs", "_pending_lock", "_cleanup_lock", "_cleaner"}
         for k, v in self.__dict__.items():
             if k == "_lock":
                 new.__dict__[k] = threading.RLock()
@@ -282,13 +363,15 @@ class S3TModel(nn.Module):
                 new.__dict__[k] = threading.Lock()
             elif k == "dataset":
                 new.__dict__[k] = v
-            else:
+            elif k not in skip:
                 new.__dict__[k] = copy.deepcopy(v, memo)
+        with self._pending_lock:  # the copy frees its own copies of the not-yet-freed adapters; files stay ours
+            new._init_cleanup(self._pending_names)
         return new
 
     # ------------------------------------------------------------------------------------------------ training
     @classmethod
-    def _train_new(
+    def from_training(
         cls,
         base_model: nn.Module,
         tokenizer: Any,
@@ -311,7 +394,7 @@ class S3TModel(nn.Module):
             The trained :class:`S3TModel`.
 
         Example:
-            >>> # s3t = S3TModel.train(base, tok, data, S3TConfig(n_shards=2, n_slices=3, budget=3))
+            >>> # s3t = S3TModel.from_training(base, tok, data, S3TConfig(n_shards=2, n_slices=3, budget=3))
         """
         check_causal_lm(base_model)
         if hasattr(base_model, "peft_config"):
@@ -382,7 +465,9 @@ class S3TModel(nn.Module):
         return [i for _, i in sorted(rows)]
 
     def _uids_of(self, shard: int, prefix: list[int]) -> set[str]:
-        slices = set(prefix) if self.config_s3t.cumulative else {prefix[-1]}
+        """Uids a stage depends on: every slice of its prefix (its own data, and its parents', which it builds on,
+        also with ``cumulative=False``)."""
+        slices = set(prefix)
         return {u for u, (j, s) in self.state["assignment"].items() if j == shard and s in slices}
 
     def _lora_config(self, blocks: list[int]):
@@ -406,10 +491,20 @@ class S3TModel(nn.Module):
             self.peft_model = get_peft_model(self._base, cfg, adapter_name=name)
         else:
             self.peft_model.add_adapter(name, cfg)
-        torch.manual_seed(seed)
-        for _, module in sorted(self.peft_model.named_modules(), key=lambda kv: kv[0]):
-            if isinstance(module, LoraLayer) and name in module.lora_A:
-                module.reset_lora_parameters(name, cfg.init_lora_weights)
+        # initialise from the stage's own generator (the global RNG is neither read nor advanced): peft's default
+        # init (kaiming-uniform A, zero B) redrawn from `gen`; other init schemes run on a forked global stream
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _, module in sorted(self.peft_model.named_modules(), key=lambda kv: kv[0]):
+                if isinstance(module, LoraLayer) and name in module.lora_A:
+                    module.reset_lora_parameters(name, cfg.init_lora_weights)
+                    if cfg.init_lora_weights is True:
+                        weight = module.lora_A[name].weight
+                        fresh = torch.empty(weight.shape, dtype=weight.dtype)
+                        nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=gen)
+                        with torch.no_grad():
+                            weight.copy_(fresh)
         bad = sorted({block_index(n) for n, _ in self.peft_model.named_parameters() if f".{name}." in n} - set(blocks))
         if bad:
             raise RuntimeError(f"adapter {name} reached blocks {bad} outside its group {blocks}")
@@ -517,6 +612,7 @@ class S3TModel(nn.Module):
                     chain=parents + [name],
                     cache=cache if use_cache else None,
                     start=start,
+                    rng=_StageRNG(seed, next(self.peft_model.parameters()).device),
                 )
                 steps = int(trainer.train().global_step)
             finally:
@@ -591,7 +687,12 @@ class S3TModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ deletion
     def _validity(self) -> dict[str, bool]:
-        """Adapter -> whether its training data holds no deleted uid."""
+        """Adapter -> whether nothing it depends on holds a deleted uid.
+
+        A stage depends on the slices of its whole prefix: its own training data, and (through the frozen parent
+        stages it was trained on top of) its parents' data. With ``cumulative=False`` it trains on slice pi(t) only,
+        but still on top of stages 1..t-1, so a deletion in any slice of the prefix invalidates it too.
+        """
         if self._valid_cache is None:
             deleted = set(self.state["deleted"])
             by_shard_slice: dict[tuple[int, int], set[str]] = {}
@@ -599,10 +700,9 @@ class S3TModel(nn.Module):
             for u in deleted:
                 j, s = assignment[u]
                 by_shard_slice.setdefault((j, s), set()).add(u)
-            cum = self.config_s3t.cumulative
             out = {}
             for name, a in self.state["adapters"].items():
-                slices = a["prefix"] if cum else a["prefix"][-1:]
+                slices = a["prefix"]
                 hit = set().union(*(by_shard_slice.get((a["shard"], s), set()) for s in slices))
                 out[name] = hit <= set(a["excluded"])
             self._valid_cache = out
@@ -638,19 +738,30 @@ class S3TModel(nn.Module):
     def delete(self, uids: Any, persist: bool = True) -> dict[str, Any]:
         """Forget training examples by bookkeeping: cut every sequence prefix whose data held one of ``uids``.
 
-        The adapters trained on a deleted uid are removed from the model (and from disk when bound to a folder),
-        so nothing trained on it remains. No training happens: milliseconds.
+        Under the model lock (so it waits for a forward already running, which finishes on the old chain), the
+        inventory drops every adapter trained on a deleted uid and every shard's served chain is switched to its
+        longest valid prefix, in one step: every forward that starts after ``delete`` returns uses the new chains,
+        and no chain that contains a dropped adapter can be activated again. When the model is bound to a folder,
+        the inventory is rewritten (atomic replace, fsynced) before returning, so a restart never loads a dropped
+        adapter. Freeing the dropped adapters' weights (peft ``delete_adapter``) and removing their folders happen
+        afterwards in a background thread (:meth:`flush_deletions` waits for it). No training happens.
 
         Args:
             uids: a uid or an iterable of uids (or a Dataset with a ``uid`` column).
             persist: rewrite the inventory in the folder this model was saved to / loaded from.
 
         Returns:
-            A report: ``deleted`` (newly deleted uids), ``already_deleted`` (no-ops), ``cuts`` (per shard and
-            sequence: prefix length before/after), ``adapters_removed``, ``dead_shards``, ``live_shards``.
+            A report: ``deleted`` (newly deleted uids), ``already_deleted`` (no-ops), ``shards_hit``, ``cuts`` (per
+            shard and sequence: prefix length ``from``/``to`` and ``stages_cut``), ``adapters_removed``,
+            ``live_shards``, ``dead_shards``, ``served_prefix_lengths``, ``seconds`` (the whole call),
+            ``persist_seconds`` (of that, writing the inventory; 0 when not bound or nothing changed) and
+            ``cleanup_pending`` (adapters whose weights/folders are being freed in the background).
 
         Raises:
             KeyError: naming unknown uids (nothing is changed then).
+
+        Example:
+            >>> # report = s3t.delete(["u3"]); report["adapters_removed"]
         """
         t0 = time.perf_counter()
         if isinstance(uids, str):
@@ -686,8 +797,8 @@ class S3TModel(nn.Module):
                             }
                         )
                     sh["chains"][q] = [c if c is not None and valid.get(c, False) else None for c in chain]
-            for name in removed:
-                self._drop_adapter(name)
+            for name in removed:  # out of the inventory now: no chain can name it; its weights are freed later
+                self.state["adapters"].pop(name, None)
             self._valid_cache = None
             served = self.served()
             report = {
@@ -700,15 +811,56 @@ class S3TModel(nn.Module):
                 "dead_shards": sorted(int(j) for j in self.state["shards"] if int(j) not in served),
                 "served_prefix_lengths": {j: len(c) for j, c in served.items()},
             }
+            t_persist = time.perf_counter()
+            dirs = []
             if persist and self.path is not None and (new or removed):
                 self._write_inventory(self.path)
-                for name in removed:
-                    shutil.rmtree(self.path / ADAPTERS / name, ignore_errors=True)
+                dirs = [self.path / ADAPTERS / name for name in removed]
+            report["persist_seconds"] = time.perf_counter() - t_persist
+            if removed:
+                self._schedule_cleanup(removed, dirs)
+            report["cleanup_pending"] = list(removed)
             report["seconds"] = time.perf_counter() - t0
             return report
 
-    def _drop_adapter(self, name: str, state: dict | None = None) -> None:
-        (self.state if state is None else state)["adapters"].pop(name, None)
+    def _schedule_cleanup(self, names: list[str], dirs: list[Path]) -> None:
+        with self._pending_lock:
+            self._pending_names.update(names)
+            self._pending_dirs.extend(dirs)
+            if self._cleaner is None:
+                self._cleaner = threading.Thread(target=self._cleanup_loop, daemon=True, name="s3t-cleanup")
+                self._cleaner.start()
+
+    def _cleanup_loop(self) -> None:
+        while True:
+            with self._pending_lock:
+                if not self._pending_names and not self._pending_dirs:
+                    self._cleaner = None
+                    return
+            self.flush_deletions()
+
+    def flush_deletions(self) -> None:
+        """Free now the weights and folders of adapters dropped by :meth:`delete` (normally a background thread
+        does it); returns when nothing is pending. Must not be called while holding the model lock.
+
+        Example:
+            >>> # s3t.delete(["u3"]); s3t.flush_deletions()  # the dropped adapters are gone from memory and disk
+        """
+        with self._cleanup_lock:
+            with self._pending_lock:
+                names, dirs = set(self._pending_names), list(self._pending_dirs)
+                self._pending_names.clear()
+                self._pending_dirs.clear()
+            if names:
+                with self._lock:
+                    for name in sorted(names):
+                        if name not in self.state["adapters"]:  # never free a live adapter
+                            self._free_adapter(name)
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def _free_adapter(self, name: str) -> None:
+        """Remove adapter ``name``'s weights from the peft model (it must be in no served chain)."""
         if self.peft_model is not None and name in self.peft_model.peft_config:
             if len(self.peft_model.peft_config) == 1:  # peft cannot delete its last adapter: zero it instead
                 for n, p in self.peft_model.named_parameters():
@@ -718,6 +870,10 @@ class S3TModel(nn.Module):
             with warnings.catch_warnings():  # "adapter was active": the next forward activates a live chain
                 warnings.simplefilter("ignore")
                 self.peft_model.delete_adapter(name)
+
+    def _drop_adapter(self, name: str, state: dict | None = None) -> None:
+        (self.state if state is None else state)["adapters"].pop(name, None)
+        self._free_adapter(name)
 
     # ------------------------------------------------------------------------------------------------ retrain
     def retrain(self, dataset: Any = None, background: bool = False):
@@ -756,6 +912,7 @@ class S3TModel(nn.Module):
         if not self._retrain_lock.acquire(blocking=False):
             raise RuntimeError("a retrain() of this model is already running")
         try:
+            self.flush_deletions()  # free the dropped adapters first (memory; and a deep copy would carry them)
             return self._retrain_locked(ds)
         finally:
             self._retrain_lock.release()
@@ -907,10 +1064,20 @@ class S3TModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ save / load
     def _write_inventory(self, path: Path) -> None:
+        """Crash-safe rewrite: write a temp file, fsync it, atomically replace the inventory, fsync the folder."""
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / (INVENTORY + ".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(self.state, sort_keys=True, separators=(",", ":")))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path / INVENTORY)
+        if hasattr(os, "O_DIRECTORY"):
+            fd = os.open(path, os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write every live stage adapter as a standard peft folder ``adapters/<name>/`` plus the inventory.
@@ -925,7 +1092,7 @@ class S3TModel(nn.Module):
                 self.peft_model.save_pretrained(str(path / ADAPTERS), selected_adapters=[name])
         for stale in (path / ADAPTERS).iterdir():
             if stale.is_dir() and stale.name not in names:
-                shutil.rmtree(stale)
+                shutil.rmtree(stale, ignore_errors=True)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(path / "tokenizer"))
         self._write_inventory(path)
