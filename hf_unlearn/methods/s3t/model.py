@@ -265,10 +265,26 @@ def _make_stage_trainer():
         ):
             self.s3t, self.chain, self.cache, self.start, self.rng = s3t, chain, cache, start, rng
             super().__init__(*args, **kwargs)
+            if not hasattr(self.accelerator, "deepspeed_engine_wrapped"):
+                # Trainer.train() starts with accelerator.free_memory(), i.e. a full gc.collect(): ~0.8 s per stage
+                # in a loaded process, for a fresh accelerator that holds nothing yet. Same bookkeeping, no gc.
+                self.accelerator.free_memory = self._free_memory_without_gc
+
+        def _free_memory_without_gc(self, *objects: Any) -> list[None]:
+            acc = self.accelerator
+            acc._schedulers, acc._optimizers, acc._models, acc._dataloaders, acc.step = [], [], [], [], 0
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return [None] * len(objects)
 
         def _setup(self) -> None:
+            # re-activating walks every module of the model: skip it while nothing else (a serving call, another
+            # stage) touched the active adapters or the trainable flags since the previous micro-batch
+            if self.s3t._active_key == (tuple(self.chain), False, self.chain[-1]):
+                return
             self.s3t._activate(self.chain, inference_mode=False)
             self.s3t._freeze_all_but(self.chain[-1])
+            self.s3t._active_key = (tuple(self.chain), False, self.chain[-1])
 
         def create_optimizer(self, *args: Any, **kwargs: Any):
             with self.s3t._lock:
@@ -343,6 +359,17 @@ class S3TModel(nn.Module):
         self._valid_cache: dict[str, bool] | None = None
         self._init_cleanup()
 
+    @property
+    def _active_key(self) -> tuple | None:
+        """(chain, inference_mode, trainable adapter) last set up by stage training, None once anything else touched
+        the active adapters. Kept on the peft model itself, so every view of it (retrain's work view) agrees."""
+        return None if self.peft_model is None else self.peft_model.__dict__.get("_s3t_active_key")
+
+    @_active_key.setter
+    def _active_key(self, value: tuple | None) -> None:
+        if self.peft_model is not None:
+            self.peft_model.__dict__["_s3t_active_key"] = value
+
     def _init_cleanup(self, names: set[str] | None = None) -> None:
         """Deferred freeing of dropped adapters (weights in memory, folders on disk): off the deletion request path."""
         self._pending_names: set[str] = set(names or ())  # dropped from the inventory, still in the peft model
@@ -355,7 +382,7 @@ class S3TModel(nn.Module):
         """Deep copy (a fresh lock; the training dataset is shared, not copied)."""
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
-        skip = {"_pending_names", "_pending_dirs", "_pending_lock", "_cleanup_lock", "_cleaner"}
+        skip = {"_pending_names", "_pending_dirs", "_pending_lock", "_cleanup_lock", "_cleaner", "_layer_index"}
         for k, v in self.__dict__.items():
             if k == "_lock":
                 new.__dict__[k] = threading.RLock()
@@ -487,6 +514,7 @@ class S3TModel(nn.Module):
         from peft.tuners.lora import LoraLayer
 
         cfg = self._lora_config(blocks)
+        self._active_key = None
         if self.peft_model is None:
             self.peft_model = get_peft_model(self._base, cfg, adapter_name=name)
         else:
@@ -498,6 +526,8 @@ class S3TModel(nn.Module):
             torch.manual_seed(seed)
             for _, module in sorted(self.peft_model.named_modules(), key=lambda kv: kv[0]):
                 if isinstance(module, LoraLayer) and name in module.lora_A:
+                    if self.__dict__.get("_layer_index") is not None:
+                        self.__dict__["_layer_index"].setdefault(name, []).append(module)
                     module.reset_lora_parameters(name, cfg.init_lora_weights)
                     if cfg.init_lora_weights is True:
                         weight = module.lora_A[name].weight
@@ -522,9 +552,11 @@ class S3TModel(nn.Module):
     def _build_cache(self, ds, shard: int, starts: list[int]) -> dict[str, dict[int, torch.Tensor]]:
         """Base hidden states entering blocks ``starts`` for every non-deleted example of ``shard``.
 
-        One unpadded example per forward (batch size 1), so an example's states are a pure function of the base
-        weights and its tokens, whatever else is in the shard (exactness of delete/retrain). Adapters are disabled
-        for these forwards: the blocks below a stage's group are plain base blocks in every stage.
+        Examples of equal token length form one batch (no padding; at most ``cache_batch_size`` per forward), in
+        uid order, over the shard's surviving examples: the cache is a pure function of the base weights and the
+        surviving data, so retraining after a deletion rebuilds exactly the cache that training from scratch
+        without the deleted uids builds (exactness of delete/retrain). Adapters are disabled for these forwards: the
+        blocks below a stage's group are plain base blocks in every stage.
         """
         c = self.config_s3t
         rows = self._stage_data(ds, shard, list(range(c.n_slices)), set(self.state["deleted"]))
@@ -540,16 +572,25 @@ class S3TModel(nn.Module):
         dtype = getattr(torch, c.cache_dtype)
         device = next(model.parameters()).device
         cache: dict[str, dict[int, torch.Tensor]] = {}
-        for ex in tokenized:
-            ids = torch.tensor([ex["input_ids"]], device=device)
-            with self._lock, torch.no_grad():
-                was_training = model.training
-                model.eval()
-                ctx = _adapters_disabled(model) if self.peft_model is not None else contextlib.nullcontext()
-                with ctx:
-                    got = _hidden_inputs(model, starts, input_ids=ids, attention_mask=torch.ones_like(ids))
-                model.train(was_training)
-            cache[ex[UID]] = {b: h[0].detach().to(dtype=dtype) for b, h in got.items()}
+        by_length: dict[int, list[tuple[str, list[int]]]] = {}
+        for uid, ids in zip(tokenized[UID], tokenized["input_ids"]):
+            by_length.setdefault(len(ids), []).append((uid, ids))
+        size = max(1, c.batch_size)
+        for length in sorted(by_length):
+            group = by_length[length]
+            for i in range(0, len(group), size):
+                part = group[i : i + size]
+                ids = torch.tensor([x for _, x in part], device=device)  # (b, length): equal lengths, no padding
+                with self._lock, torch.no_grad():
+                    was_training = model.training
+                    model.eval()
+                    ctx = _adapters_disabled(model) if self.peft_model is not None else contextlib.nullcontext()
+                    with ctx:
+                        got = _hidden_inputs(model, starts, input_ids=ids, attention_mask=torch.ones_like(ids))
+                    model.train(was_training)
+                    self._active_key = None
+                for r, (uid, _) in enumerate(part):
+                    cache[uid] = {b: h[r].detach().to(dtype=dtype).clone() for b, h in got.items()}
         return cache
 
     def _train_stage(
@@ -619,6 +660,7 @@ class S3TModel(nn.Module):
                 if c.output_dir is None:
                     shutil.rmtree(scratch, ignore_errors=True)
         with self._lock:
+            self._active_key = None
             for n, p in self.peft_model.named_parameters():
                 if f".{name}." in n:
                     p.requires_grad_(False)
@@ -851,25 +893,55 @@ class S3TModel(nn.Module):
                 names, dirs = set(self._pending_names), list(self._pending_dirs)
                 self._pending_names.clear()
                 self._pending_dirs.clear()
-            if names:
-                with self._lock:
-                    for name in sorted(names):
-                        if name not in self.state["adapters"]:  # never free a live adapter
-                            self._free_adapter(name)
+            for name in sorted(names):
+                with self._lock:  # one adapter per lock hold: a request waits for at most one adapter's freeing
+                    if name not in self.state["adapters"]:  # never free a live adapter
+                        self._free_adapter(name)
             for d in dirs:
                 shutil.rmtree(d, ignore_errors=True)
 
+    def _lora_layers_of(self, name: str) -> list[nn.Module]:
+        """The LoRA layers holding adapter ``name`` (an index built by one walk over the model, then kept)."""
+        from peft.tuners.lora import LoraLayer
+
+        index = self.__dict__.get("_layer_index")
+        if index is None:
+            index = {}
+            for module in self.peft_model.modules():
+                if isinstance(module, LoraLayer):
+                    for key in module.lora_A:
+                        index.setdefault(key, []).append(module)
+            self.__dict__["_layer_index"] = index
+        return index.get(name, [])
+
     def _free_adapter(self, name: str) -> None:
-        """Remove adapter ``name``'s weights from the peft model (it must be in no served chain)."""
-        if self.peft_model is not None and name in self.peft_model.peft_config:
-            if len(self.peft_model.peft_config) == 1:  # peft cannot delete its last adapter: zero it instead
-                for n, p in self.peft_model.named_parameters():
-                    if f".{name}." in n:
-                        p.data.zero_()
-                return
-            with warnings.catch_warnings():  # "adapter was active": the next forward activates a live chain
-                warnings.simplefilter("ignore")
-                self.peft_model.delete_adapter(name)
+        """Remove adapter ``name``'s weights from the peft model (it must be in no served chain).
+
+        Equivalent to peft's ``delete_adapter`` for S3T's stage adapters (LoRA layers only, never merged, no
+        ``modules_to_save``), but it visits only the layers of the adapter's own blocks instead of walking the whole
+        model three times: it runs under the model lock, so it must be short.
+        """
+        self._active_key = None
+        if self.peft_model is None or name not in self.peft_model.peft_config:
+            return
+        if len(self.peft_model.peft_config) == 1:  # peft cannot delete its last adapter: zero it instead
+            for n, p in self.peft_model.named_parameters():
+                if f".{name}." in n:
+                    p.data.zero_()
+            return
+        layers = self._lora_layers_of(name)
+        del self.peft_model.peft_config[name]
+        for module in layers:
+            module.delete_adapter(name)
+        self.__dict__["_layer_index"].pop(name, None)
+        tuner = self.peft_model.base_model
+        active = tuner.active_adapter if isinstance(tuner.active_adapter, list) else [tuner.active_adapter]
+        if name in active:  # keep the model-level names live (the next forward activates a served chain anyway)
+            rest = [a for a in active if a != name] or [next(iter(self.peft_model.peft_config))]
+            tuner.active_adapter = rest
+            self.peft_model.active_adapter = rest[-1]
+        elif self.peft_model.active_adapter == name:
+            self.peft_model.active_adapter = active[-1]
 
     def _drop_adapter(self, name: str, state: dict | None = None) -> None:
         (self.state if state is None else state)["adapters"].pop(name, None)
@@ -964,6 +1036,7 @@ class S3TModel(nn.Module):
     # ------------------------------------------------------------------------------------------------ inference
     def _activate(self, chain: list[str], inference_mode: bool = True) -> None:
         """Make exactly ``chain`` active (peft sums them). PeftModel.set_adapter takes one name: use the LoraModel."""
+        self._active_key = None
         self.peft_model.base_model.set_adapter(list(chain), inference_mode=inference_mode)
         self.peft_model.active_adapter = chain[-1]  # PeftModel's own (single) name must stay a live adapter
 
