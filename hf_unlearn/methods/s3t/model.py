@@ -91,11 +91,18 @@ class _StopForward(Exception):
 
 
 def _layers_slot(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
-    """``(parent, attribute, ModuleList)`` of the decoder blocks of ``model`` (peft-wrapped or not)."""
+    """``(parent, attribute, ModuleList)`` of the decoder blocks of ``model`` (peft-wrapped or not).
+
+    Found by one walk over the model, then remembered on it (every training micro-batch with the cache needs it).
+    """
+    slot = model.__dict__.get("_s3t_layers_slot")
+    if slot is not None and slot[0]._modules.get(slot[1]) is slot[2]:
+        return slot
     layers = decoder_layers(unwrap(model))
     for mod in model.modules():
         for name, child in mod.named_children():
             if child is layers:
+                model.__dict__["_s3t_layers_slot"] = (mod, name, layers)
                 return mod, name, layers
     raise RuntimeError("could not locate the decoder block list")
 
@@ -220,6 +227,7 @@ class _StageRNG:
 
     def __init__(self, seed: int, device: torch.device):
         self.device = device
+        self.drops: list[nn.Dropout] | None = None  # found on the first micro-batch (one walk per stage)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         cpu = torch.Generator().manual_seed(seed ^ 0x5DEECE66)
         self.cpu_state = cpu.get_state()
@@ -229,7 +237,9 @@ class _StageRNG:
 
     @contextlib.contextmanager
     def active(self, model: nn.Module):
-        drops = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+        if self.drops is None:
+            self.drops = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+        drops = self.drops
         for m in drops:
             m.forward = _generator_dropout(m, self.generator)
         devices = [self.device] if self.device.type == "cuda" else []
@@ -255,8 +265,9 @@ def _make_stage_trainer():
         """UidTrainer for one S3T stage on a (possibly concurrently serving) shared peft model.
 
         Every micro-batch runs forward+backward under the S3T model lock, after making the stage's chain active
-        with only its own adapter trainable and the model in train mode; it leaves the model in eval mode. Serving
-        calls (which activate other chains, inference mode) can thus interleave between micro-batches safely.
+        with only its own adapter trainable and the model in train mode. Serving calls activate their own chain
+        (inference mode) and put the model in eval mode first, under the same lock, so they interleave between
+        micro-batches safely.
         With a hidden-state cache the forward runs only from block ``start`` upwards, fed the cached states.
         """
 
@@ -301,8 +312,11 @@ def _make_stage_trainer():
                         hidden = self._cached_batch(inputs)
                         with _from_block(self.s3t.peft_model, self.start, hidden):
                             return super().training_step(model, inputs, num_items_in_batch)
-                finally:
+                except BaseException:
                     self.s3t.peft_model.eval()
+                    raise
+                # no eval() here (a walk over every module per micro-batch): every serving path puts the model in
+                # eval mode itself before running it, under the same lock
 
         def _cached_batch(self, inputs) -> torch.Tensor:
             uids = inputs[UID]
@@ -377,12 +391,21 @@ class S3TModel(nn.Module):
         self._pending_lock = threading.Lock()  # guards the two lists above
         self._cleanup_lock = threading.Lock()  # one cleanup at a time (flush_deletions waits for a running one)
         self._cleaner: threading.Thread | None = None
+        self._cleanup_event = threading.Event()
 
     def __deepcopy__(self, memo: dict) -> S3TModel:
         """Deep copy (a fresh lock; the training dataset is shared, not copied)."""
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
-        skip = {"_pending_names", "_pending_dirs", "_pending_lock", "_cleanup_lock", "_cleaner", "_layer_index"}
+        skip = {
+            "_pending_names",
+            "_pending_dirs",
+            "_pending_lock",
+            "_cleanup_lock",
+            "_cleaner",
+            "_cleanup_event",
+            "_layer_index",
+        }
         for k, v in self.__dict__.items():
             if k == "_lock":
                 new.__dict__[k] = threading.RLock()
@@ -866,20 +889,39 @@ class S3TModel(nn.Module):
             return report
 
     def _schedule_cleanup(self, names: list[str], dirs: list[Path]) -> None:
+        """Queue freeing for the cleanup thread (started once, then kept while requests keep coming: starting a
+        thread waits for it to be scheduled, which costs milliseconds on a loaded machine)."""
+        import weakref
+
         with self._pending_lock:
             self._pending_names.update(names)
             self._pending_dirs.extend(dirs)
+            self._cleanup_event.set()
             if self._cleaner is None:
-                self._cleaner = threading.Thread(target=self._cleanup_loop, daemon=True, name="s3t-cleanup")
+                self._cleaner = threading.Thread(
+                    target=S3TModel._cleanup_loop,
+                    args=(weakref.ref(self), self._cleanup_event),
+                    daemon=True,
+                    name="s3t-cleanup",
+                )
                 self._cleaner.start()
 
-    def _cleanup_loop(self) -> None:
+    @staticmethod
+    def _cleanup_loop(ref, event: threading.Event, idle_seconds: float = 30.0) -> None:
+        """Free pending adapters whenever asked; exit after ``idle_seconds`` without work or once the model is gone
+        (the thread holds only a weak reference to it)."""
         while True:
-            with self._pending_lock:
-                if not self._pending_names and not self._pending_dirs:
-                    self._cleaner = None
+            woke = event.wait(idle_seconds)
+            model = ref()
+            if model is None:
+                return
+            with model._pending_lock:
+                if not woke and not model._pending_names and not model._pending_dirs:
+                    model._cleaner = None
                     return
-            self.flush_deletions()
+                event.clear()
+            model.flush_deletions()
+            del model
 
     def flush_deletions(self) -> None:
         """Free now the weights and folders of adapters dropped by :meth:`delete` (normally a background thread
@@ -957,7 +999,7 @@ class S3TModel(nn.Module):
         atomically at the end. ``S3TConfig.retrain_copy=True`` trains on a private deep copy instead (2x memory).
 
         Args:
-            dataset: the training examples (default: the dataset given to :meth:`train`; required after
+            dataset: the training examples (default: the dataset given to :meth:`from_training`; required after
                 :meth:`from_pretrained`). It must hold every non-deleted uid of the slices to rebuild.
             background: run in a daemon thread and return it (``thread.join()`` waits); else block and return the
                 list of new adapter names.
@@ -1131,6 +1173,8 @@ class S3TModel(nn.Module):
                 raise RuntimeError("every S3T shard is dead: nothing to generate with; call retrain()")
             if len(served) == 1:
                 self._activate(next(iter(served.values())))
+                if self.peft_model.training:  # serving is always in eval mode (dropout off)
+                    self.peft_model.eval()
                 return self.peft_model.generate(*args, **kwargs)
             kwargs.setdefault("use_cache", False)
             return S3TEnsembleForCausalLM(self).generate(*args, **kwargs)
