@@ -317,6 +317,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", default="", help="comma list of sections to skip: training,latency,k,capacity")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    p.add_argument("--name", default="s3t", help="result file stem (e.g. s3t_training for a --skip run)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -372,8 +373,8 @@ def main(argv=None) -> dict:
         }
         plot_capacity(curves, str(out / "s3t_capacity.png"), "S3T deletion capacity (m=5, L=6, uniform deletions)")
     res["total_seconds"] = time.perf_counter() - t_all
-    (out / "s3t.json").write_text(json.dumps(res, indent=2, default=str))
-    (out / "s3t.md").write_text(markdown(res))
+    (out / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=str))
+    (out / f"{args.name}.md").write_text(markdown(res))
     print(markdown(res))
     return res
 
