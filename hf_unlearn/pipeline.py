@@ -376,7 +376,7 @@ def _s3t_runner() -> MethodRunner:
             }
         )
         t0 = time.perf_counter()
-        model = S3TModel.train(copy.deepcopy(ctx.base_model), ctx.tokenizer, ctx.bench["full"], cfg)
+        model = S3TModel.from_training(copy.deepcopy(ctx.base_model), ctx.tokenizer, ctx.bench["full"], cfg)
         return model, time.perf_counter() - t0
 
     return MethodRunner(run=run, defaults=defaults)
