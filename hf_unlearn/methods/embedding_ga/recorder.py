@@ -172,6 +172,10 @@ class EmbeddingGradientRecorder(TrainerCallback):
         cap = self._captured = {}
 
         def on_token_embeddings(module, args, output):
+            if not output.requires_grad and torch.is_grad_enabled() and output.grad_fn is None:
+                # frozen embeddings (a LoRA fine-tune): make their output a leaf that asks for its gradient, so
+                # dL/d(inputs_embeds) is still computed (backward already runs down to the lowest adapter)
+                output.requires_grad_(True)
             if output.requires_grad:
 
                 def keep(grad):
