@@ -13,11 +13,13 @@ from hf_unlearn.data.loading import (
 )
 from hf_unlearn.data.tokenization import (
     IGNORE_INDEX,
+    LazyEncoded,
     PairedCollator,
     PairedDataset,
     UnlearnCollator,
     collator_for,
     encode_examples,
+    encode_lazily,
     encode_qa,
     format_prompt,
     tokenize_any,
@@ -40,7 +42,9 @@ __all__ = [
     "PairedDataset",
     "UnlearnCollator",
     "collator_for",
+    "LazyEncoded",
     "encode_examples",
+    "encode_lazily",
     "encode_qa",
     "format_prompt",
     "tokenize_any",

@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 
 from hf_unlearn.config import UnlearnConfig
-from hf_unlearn.data import PairedCollator, PairedDataset, collator_for, tokenize_any
+from hf_unlearn.data import PairedCollator, PairedDataset, collator_for, encode_lazily
 from hf_unlearn.training.finetune import training_arguments
 from hf_unlearn.training.lora import is_peft_model, make_lora_config
 from hf_unlearn.training.losses import sequence_nll
@@ -116,7 +116,8 @@ def run_unlearning(
     Args:
         trainer_cls: an UnlearnTrainer subclass implementing ``unlearning_loss``.
         model, tokenizer: the model to unlearn from.
-        forget, retain: raw or tokenized datasets (retain may be None when ``use_retain`` is False).
+        forget, retain: raw or tokenized datasets, or lists of encoded rows (retain may be None when ``use_retain``
+            is False). Raw rows are tokenized lazily, when first drawn (:func:`hf_unlearn.data.encode_lazily`).
         config: the method's config (recipe fields of UnlearnConfig).
         callbacks: extra TrainerCallbacks (e.g. a partial-update gradient mask).
         use_retain: pair each forget batch with a retain batch.
@@ -131,10 +132,11 @@ def run_unlearning(
     if not model_ready:
         model, ref_mode = prepare_model(model, config)
         trainer_kwargs.setdefault("reference_mode", ref_mode)
-    forget_tok = tokenize_any(forget, tokenizer, max_length=config.max_length, template=config.template)
-    retain_tok = (
-        tokenize_any(retain, tokenizer, max_length=config.max_length, template=config.template) if use_retain else None
-    )
+    # rows are tokenized when first drawn, not with an up-front Dataset.map: a request pairs its few forget batches
+    # with a handful of retain rows, and mapping a whole retain set was most of a small request's fixed cost
+    kw = dict(max_length=config.max_length, template=config.template)
+    forget_tok = encode_lazily(forget, tokenizer, **kw)
+    retain_tok = encode_lazily(retain, tokenizer, **kw) if use_retain else None
     paired = PairedDataset(forget_tok, retain_tok, seed=config.seed)
     scratch = config.output_dir or tempfile.mkdtemp(prefix="hf_unlearn_ul_")
     try:

@@ -11,6 +11,7 @@ Standard callback events (``on_step_end``, ``on_pre_optimizer_step``, ...) work 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -31,6 +32,10 @@ class UidTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if self.args.disable_tqdm:
             self.remove_callback(PrinterCallback)
+
+    def _inner_training_loop(self, *args: Any, **kwargs: Any):
+        with _no_idle_gc(self.accelerator):
+            return super()._inner_training_loop(*args, **kwargs)
 
     def _recorders(self) -> list[Any]:
         return [
@@ -61,6 +66,40 @@ class UidTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         _pop_uids(inputs)
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+
+@contextmanager
+def _no_idle_gc(accelerator: Any):
+    """Skip the ``gc.collect()`` of the Trainer's opening ``accelerator.free_memory()`` when it has nothing to free.
+
+    ``Trainer._inner_training_loop`` starts with ``accelerator.free_memory()``, which drops the accelerator's
+    references to previously prepared models/optimizers/schedulers/dataloaders and then runs ``gc.collect()`` and the
+    device's ``empty_cache()``. On a fresh Trainer nothing was prepared yet, so the full collection frees nothing of
+    the Trainer's, yet costs 0.2-1 s in a process holding many Python objects: most of the fixed cost of a small
+    unlearning request. When the accelerator holds nothing (and no DeepSpeed engine), the call keeps every effect
+    but the collection (lists reset, step 0, ``empty_cache()``); otherwise the original runs unchanged.
+    """
+    from accelerate.utils.memory import clear_device_cache
+
+    original = accelerator.free_memory
+    patched_before = "free_memory" in vars(accelerator)
+
+    def free_memory(*objects: Any) -> list:
+        busy = accelerator._models or accelerator._optimizers or accelerator._schedulers or accelerator._dataloaders
+        if objects or busy or getattr(accelerator, "deepspeed_engine_wrapped", None) is not None:
+            return original(*objects)
+        accelerator.step = 0
+        clear_device_cache(garbage_collection=False)
+        return []
+
+    accelerator.free_memory = free_memory
+    try:
+        yield
+    finally:
+        if patched_before:
+            accelerator.free_memory = original
+        else:
+            del accelerator.free_memory  # back to the class method
 
 
 def _pop_uids(inputs: dict[str, Any]) -> list[str] | None:
