@@ -313,7 +313,13 @@ def generate_answers(
         enc = encode_qa(tokenizer, q, "x", max_length=max_length, template=template, add_eos=False)
         prompts.append([t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab == IGNORE_INDEX])
     texts = generate_continuations(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, accelerator=accelerator
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        stop_strings=stop_strings,
+        accelerator=accelerator,
     )
     cut = []
     for text in texts:
@@ -332,16 +338,20 @@ def generate_continuations(
     max_new_tokens: int = 200,
     batch_size: int = 16,
     clean_up_tokenization_spaces: bool | None = None,
+    stop_strings: Sequence[str] = (),
     accelerator: Any = None,
 ) -> list[str]:
-    """Greedy continuations of token-id prompts (do_sample False, left padding, batched), decoded with
-    ``skip_special_tokens=True`` up to the first EOS; no stop-string cut and no stripping.
+    """Greedy continuations of token-id prompts (do_sample False, left padding, KV cache, prompts batched by
+    length), decoded with ``skip_special_tokens=True`` up to the first EOS; no stop-string cut and no stripping.
 
     Args:
         prompts: one list of token ids per item (include the BOS if the model expects one).
         max_new_tokens: generation budget.
         batch_size: prompts per ``generate`` call (per process).
         clean_up_tokenization_spaces: passed to ``batch_decode`` (None: the tokenizer's default; MUSE uses True).
+        stop_strings: a sequence stops generating once its text ends with one of these (``GenerationConfig``'s
+            ``stop_strings``), so a batch ends when all of its sequences have stopped. The text up to the stop string
+            is the same as without it: the continuation is not cut here (:func:`generate_answers` cuts).
 
     Example:
         >>> from hf_unlearn.models import tiny_causal_lm
@@ -363,15 +373,26 @@ def generate_continuations(
     features = [{"input_ids": list(ids), "attention_mask": [1] * len(ids)} for ids in prompts]
     if any(not f["input_ids"] for f in features):
         raise ValueError("an empty prompt cannot be continued")
+    stops = [x for x in stop_strings if x]
     gen_config = GenerationConfig(
-        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        use_cache=True,
+        stop_strings=stops or None,
     )
+    gen_kw = {"tokenizer": tokenizer} if stops else {}  # the stop-string criterion reads the vocabulary
 
     def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         input_ids = batch["input_ids"].to(device)
         with acc.autocast():
             seq = model.generate(
-                input_ids=input_ids, attention_mask=batch["attention_mask"].to(device), generation_config=gen_config
+                input_ids=input_ids,
+                attention_mask=batch["attention_mask"].to(device),
+                generation_config=gen_config,
+                **gen_kw,
             )
         new = seq[:, input_ids.shape[1] :]
         if eos is not None:  # everything from the first EOS on becomes padding
