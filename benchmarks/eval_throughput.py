@@ -5,7 +5,7 @@ mean NLL, token log-probs, Min-K%++ mu/sigma over the full vocabulary, teacher-f
 used for paraphrased / perturbed answers) and a bare ``model(input_ids, attention_mask)`` over the very same batches
 (same sorted order, same padding), and prints one JSON line:
 
-    {"ratio_token_stats": ..., "ratio_nll_only": ..., "target": 0.7, "ok": true, ...}
+    {"ratio_token_stats": ..., "ratio_nll_only": ..., "target": 0.9, "ok": true, ...}
 
 ``ratio_*`` = (evaluation tokens/s) / (bare forward tokens/s), best of ``--repeats`` interleaved timings each
 (shared CPUs are noisy). Generation (ROUGE) and GradNorm (a backward pass per sample) are timed separately, for
@@ -116,7 +116,7 @@ def main() -> None:
     grad_norms(model, tok, questions[:n_grad], answers[:n_grad], accelerator=acc)
     t_grad = time.perf_counter() - t0
 
-    target = 0.7
+    target = 0.9  # issue 17
     result = {
         "benchmark": "eval_throughput",
         "device": str(acc.device),

@@ -1,12 +1,14 @@
 """Fixed cost of a small unlearning request: hf_unlearn's GA and NPO against two PyPI peers, in alternation.
 
 Every tool unlearns the same forget set (16 QA rows; NPO also pairs it with a retain set of 212 rows) from a fresh
-copy of the same tiny Llama, batch size 4, once for one epoch (4 optimizer steps) and once for two (8 steps). The
-fixed cost of a call (everything but its training steps: tokenization, Trainer and optimizer construction, memory
-housekeeping, reference NLLs) is estimated the same way for every tool from the medians of the two wall times:
+copy of the same tiny Llama, batch size 4, two epochs (8 optimizer steps). The fixed cost of a call (everything but
+its training steps: tokenization, Trainer and optimizer construction, memory housekeeping, reference NLLs, copies)
+is measured the same way for every tool, from the ends of its optimizer steps (a global ``torch.optim`` post-step
+hook, so no tool is modified):
 
-    fixed = 2 * t(1 epoch) - t(2 epochs)          step = (t(2 epochs) - t(1 epoch)) / steps_per_epoch
+    step = median interval between consecutive optimizer-step ends     fixed = call wall time - steps * step
 
+(one interval is a whole training step: batch, forward, backward, clipping, optimizer). Medians over the repeats.
 Calls run in rounds (ours GA, forgetium GA, safetune GA, ours NPO, ...) so that load from other processes hits all
 tools alike. Peak memory is the peak process RSS over the call minus the RSS before it (CPU; the CUDA allocator's
 peak on a GPU). Prints one JSON line (and writes it with ``--out``).
@@ -43,6 +45,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 from hf_unlearn.data import collator_for, encode_qa  # noqa: E402
 from hf_unlearn.methods.grad_ascent.method import GradAscent, GradAscentConfig  # noqa: E402
@@ -50,7 +53,7 @@ from hf_unlearn.methods.npo.method import NPO, NPOConfig  # noqa: E402
 from hf_unlearn.models import tiny_causal_lm  # noqa: E402
 from hf_unlearn.utils.profiling import measure  # noqa: E402
 
-N_FORGET, N_RETAIN, BATCH, LR, BETA = 16, 212, 4, 1e-5, 0.1
+N_FORGET, N_RETAIN, BATCH, EPOCHS, LR, BETA = 16, 212, 4, 2, 1e-5, 0.1
 
 
 def _rows(n: int, start: int) -> list[dict[str, str]]:
@@ -150,60 +153,58 @@ def main() -> None:
             skipped[name] = f"not importable ({exc}); install it in a scratch venv (see this script's docstring)"
             print(f"skipping {name}: {skipped[name]}", flush=True)
 
-    steps = N_FORGET // BATCH
-    times: dict[tuple, list[float]] = {}
-    peaks: dict[tuple, list[float]] = {}
+    step_ends: list[float] = []
+    hook = register_optimizer_step_post_hook(lambda *_: step_ends.append(time.perf_counter()))
+    rec: dict[tuple, dict[str, list[float]]] = {}
     for tool in tools.values():  # warm-up: imports, first-call allocations
         for fn in tool.values():
             fn(1)
     for _ in range(args.repeats):
         for method in ("ga", "npo"):
-            for epochs in (1, 2):
-                for name, tool in tools.items():
-                    with measure() as m:
-                        t0 = time.perf_counter()
-                        tool[method](epochs)
-                        dt = time.perf_counter() - t0
-                    times.setdefault((name, method, epochs), []).append(dt)
-                    peaks.setdefault((name, method, epochs), []).append(
-                        m.as_dict().get("peak_cuda_mib", m.peak_mib - m.start_mib)
-                    )
+            for name, tool in tools.items():
+                step_ends.clear()
+                with measure() as m:
+                    t0 = time.perf_counter()
+                    tool[method](EPOCHS)
+                    wall = time.perf_counter() - t0
+                d = m.as_dict()
+                step = statistics.median(b - a for a, b in zip(step_ends, step_ends[1:]))
+                r = rec.setdefault((name, method), {"wall": [], "step": [], "fixed": [], "steps": [], "peak": []})
+                r["wall"].append(wall)
+                r["step"].append(step)
+                r["fixed"].append(wall - len(step_ends) * step)
+                r["steps"].append(len(step_ends))
+                r["peak"].append(d.get("peak_cuda_mib", d["delta_rss_mib"]))
+    hook.remove()
 
     result: dict = {
         "benchmark": "fixed_cost",
         "setup": f"tiny llama ({sum(p.numel() for p in model.parameters())} params), forget {N_FORGET} rows, "
-        f"retain {N_RETAIN} rows (NPO), batch {BATCH}, {steps} steps/epoch, CPU threads {torch.get_num_threads()}",
+        f"retain {N_RETAIN} rows (NPO), batch {BATCH}, {EPOCHS} epochs, CPU threads {torch.get_num_threads()}",
         "repeats": args.repeats,
-        "estimator": "fixed = 2*t(1 epoch) - t(2 epochs), step = (t2 - t1) / steps_per_epoch, from the medians and "
-        "(fixed_s_min, step_s_min) from the minima (load only adds time, so minima are the less noisy)",
+        "estimator": "step = median interval between optimizer-step ends; fixed = wall - steps * step (medians)",
         "target_fixed_s": 0.05,
         "skipped": skipped,
         "tools": {},
     }
-    for name in tools:
-        for method in ("ga", "npo"):
-            t1 = statistics.median(times[(name, method, 1)])
-            t2 = statistics.median(times[(name, method, 2)])
-            m1, m2 = min(times[(name, method, 1)]), min(times[(name, method, 2)])
-            result["tools"].setdefault(name, {})[method] = {
-                "call_s_1_epoch": round(t1, 4),
-                "call_s_2_epochs": round(t2, 4),
-                "fixed_s": round(2 * t1 - t2, 4),
-                "step_s": round((t2 - t1) / steps, 4),
-                "fixed_s_min": round(2 * m1 - m2, 4),
-                "step_s_min": round((m2 - m1) / steps, 4),
-                "peak_mib_over_call": round(statistics.median(peaks[(name, method, 2)]), 1),
-            }
+    for (name, method), r in rec.items():
+        result["tools"].setdefault(name, {})[method] = {
+            "call_s": round(statistics.median(r["wall"]), 4),
+            "optimizer_steps": int(statistics.median(r["steps"])),
+            "step_s": round(statistics.median(r["step"]), 4),
+            "fixed_s": round(statistics.median(r["fixed"]), 4),
+            "fixed_s_min": round(min(r["fixed"]), 4),
+            "peak_mib_over_call": round(max(r["peak"]), 1),
+        }
     ours = result["tools"]["hf_unlearn"]
     for name in tools:
         if name == "hf_unlearn":
             continue
         for method in ("ga", "npo"):
             theirs = result["tools"][name][method]
-            theirs["our_call_time_ratio_2_epochs"] = round(
-                ours[method]["call_s_2_epochs"] / theirs["call_s_2_epochs"], 3
-            )
-    result["ok"] = all(v["fixed_s_min"] <= 0.05 for v in ours.values())
+            theirs["our_call_time_ratio"] = round(ours[method]["call_s"] / theirs["call_s"], 3)
+            theirs["our_fixed_minus_theirs_s"] = round(ours[method]["fixed_s"] - theirs["fixed_s"], 4)
+    result["ok"] = all(v["fixed_s"] <= 0.05 for v in ours.values())
     line = json.dumps(result)
     print(line)
     if args.out:

@@ -97,6 +97,45 @@ def encode_qa(
     prompt_ids = _prompt_ids(tokenizer, format_prompt(tokenizer, question, template), template)
     ans_text = answer if template == "chat" else " " + answer.lstrip()
     answer_ids = tokenizer(ans_text, add_special_tokens=False)["input_ids"]
+    return _assemble_qa(tokenizer, question, prompt_ids, answer_ids, max_length, add_eos)
+
+
+def encode_qa_many(
+    tokenizer: Any,
+    questions: list[str],
+    answers: list[str],
+    *,
+    max_length: int = 128,
+    template: str = "plain",
+    add_eos: bool = True,
+) -> list[dict[str, list[int]]]:
+    """:func:`encode_qa` of many pairs, with one batched tokenizer call for the prompts and one for the answers
+    (the same ids; far less per-item Python work than a call per pair).
+
+    Example:
+        >>> from hf_unlearn.models import train_bpe_tokenizer
+        >>> tok = train_bpe_tokenizer(["Question: Who? Answer: Ann wrote it."] * 4, vocab_size=300)
+        >>> encode_qa_many(tok, ["Who?", "Why?"], ["Ann.", "It is"]) == [encode_qa(tok, "Who?", "Ann."),
+        ...                                                               encode_qa(tok, "Why?", "It is")]
+        True
+    """
+    if len(questions) != len(answers):
+        raise ValueError(f"got {len(questions)} questions but {len(answers)} answers")
+    if not questions:
+        return []
+    prompts = [format_prompt(tokenizer, q, template) for q in questions]
+    prompt_ids = tokenizer(prompts, add_special_tokens=template != "chat")["input_ids"]
+    ans_texts = [a if template == "chat" else " " + a.lstrip() for a in answers]
+    answer_ids = tokenizer(ans_texts, add_special_tokens=False)["input_ids"]
+    return [
+        _assemble_qa(tokenizer, q, list(p), list(a), max_length, add_eos)
+        for q, p, a in zip(questions, prompt_ids, answer_ids)
+    ]
+
+
+def _assemble_qa(
+    tokenizer: Any, question: str, prompt_ids: list[int], answer_ids: list[int], max_length: int, add_eos: bool
+) -> dict[str, list[int]]:
     if add_eos and tokenizer.eos_token_id is not None:
         answer_ids = answer_ids + [tokenizer.eos_token_id]
     if not answer_ids:
