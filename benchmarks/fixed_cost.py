@@ -67,21 +67,21 @@ def _rows(n: int, start: int) -> list[dict[str, str]]:
     ]
 
 
-def _ours(model, tok, forget: list[dict], retain: list[dict]) -> dict[str, Callable[[int], None]]:
+def _ours(model, tok, forget: list[dict], retain: list[dict]) -> dict[str, Callable[[object, int], None]]:
     fds, rds = Dataset.from_list(forget), Dataset.from_list(retain)
     common = dict(batch_size=BATCH, learning_rate=LR, max_grad_norm=1.0, disable_tqdm=True)
 
-    def ga(epochs: int) -> None:
-        GradAscent(GradAscentConfig(num_epochs=epochs, **common)).unlearn(copy.deepcopy(model), tok, fds)
+    def ga(m, epochs: int) -> None:
+        GradAscent(GradAscentConfig(num_epochs=epochs, **common)).unlearn(m, tok, fds)
 
-    def npo(epochs: int) -> None:
+    def npo(m, epochs: int) -> None:
         cfg = NPOConfig(num_epochs=epochs, beta=BETA, retain_loss="nll", **common)
-        NPO(cfg).unlearn(copy.deepcopy(model), tok, fds, rds)
+        NPO(cfg).unlearn(m, tok, fds, rds)
 
     return {"ga": ga, "npo": npo}
 
 
-def _forgetium(model, tok, forget: list[dict], retain: list[dict]) -> dict[str, Callable[[int], None]]:
+def _forgetium(model, tok, forget: list[dict], retain: list[dict]) -> dict[str, Callable[[object, int], None]]:
     import logging
 
     from forgetium import ForgetRetainDataset, GradientAscentUnlearner, NPOUnlearner, QADataset, UnlearningConfig
@@ -98,16 +98,16 @@ def _forgetium(model, tok, forget: list[dict], retain: list[dict]) -> dict[str, 
     def cfg(epochs: int):
         return UnlearningConfig(num_epochs=epochs, learning_rate=LR, batch_size=BATCH, device="cpu", max_grad_norm=1.0)
 
-    def ga(epochs: int) -> None:
-        GradientAscentUnlearner(copy.deepcopy(model), tok, cfg(epochs)).fit(data(False))
+    def ga(m, epochs: int) -> None:
+        GradientAscentUnlearner(m, tok, cfg(epochs)).fit(data(False))
 
-    def npo(epochs: int) -> None:
-        NPOUnlearner(copy.deepcopy(model), tok, cfg(epochs), beta=BETA).fit(data(True))
+    def npo(m, epochs: int) -> None:
+        NPOUnlearner(m, tok, cfg(epochs), beta=BETA).fit(data(True))
 
     return {"ga": ga, "npo": npo}
 
 
-def _safetune(model, tok, forget: list[dict], retain: list[dict]) -> dict[str, Callable[[int], None]]:
+def _safetune(model, tok, forget: list[dict], retain: list[dict]) -> dict[str, Callable[[object, int], None]]:
     import safetune.unlearn as U
 
     collate = collator_for(tok)
@@ -116,14 +116,14 @@ def _safetune(model, tok, forget: list[dict], retain: list[dict]) -> dict[str, C
         enc = [encode_qa(tok, r["question"], r["answer"]) for r in rows]
         return [collate(enc[s : s + BATCH]) for s in range(0, len(enc), BATCH)]
 
-    def ga(epochs: int) -> None:
+    def ga(m, epochs: int) -> None:
         cfg = U.GradientAscentConfig(epochs=epochs, lr=LR, weight_decay=0.0)
-        U.gradient_ascent_unlearn(copy.deepcopy(model), forget_batches=batches(forget), config=cfg)
+        U.gradient_ascent_unlearn(m, forget_batches=batches(forget), config=cfg)
 
-    def npo(epochs: int) -> None:
+    def npo(m, epochs: int) -> None:
         cfg = U.NPOConfig(variant="npo_grad_diff", beta=BETA, num_epochs=epochs, lr=LR, weight_decay=0.0)
         # npo_grad_diff zips forget and retain batches step for step: one retain batch per forget batch
-        U.npo_unlearn(copy.deepcopy(model), batches(forget), batches(retain[: len(forget)]), config=cfg)
+        U.npo_unlearn(m, batches(forget), batches(retain[: len(forget)]), config=cfg)
 
     return {"ga": ga, "npo": npo}
 
@@ -141,7 +141,7 @@ def main() -> None:
     model, tok = tiny_causal_lm("llama", texts=texts, vocab_size=512, hidden_size=64, num_layers=2)
     model.train()
 
-    tools: dict[str, dict[str, Callable[[int], None]]] = {"hf_unlearn": _ours(model, tok, forget, retain)}
+    tools: dict[str, dict[str, Callable[[object, int], None]]] = {"hf_unlearn": _ours(model, tok, forget, retain)}
     skipped = {}
     for name, build in (("forgetium", _forgetium), ("safetune", _safetune)):
         if args.no_peers:
@@ -158,14 +158,15 @@ def main() -> None:
     rec: dict[tuple, dict[str, list[float]]] = {}
     for tool in tools.values():  # warm-up: imports, first-call allocations
         for fn in tool.values():
-            fn(1)
+            fn(copy.deepcopy(model), 1)
     for _ in range(args.repeats):
         for method in ("ga", "npo"):
             for name, tool in tools.items():
+                fresh = copy.deepcopy(model)  # every call starts from the same weights; the copy is not timed
                 step_ends.clear()
                 with measure() as m:
                     t0 = time.perf_counter()
-                    tool[method](EPOCHS)
+                    tool[method](fresh, EPOCHS)
                     wall = time.perf_counter() - t0
                 d = m.as_dict()
                 step = statistics.median(b - a for a, b in zip(step_ends, step_ends[1:]))
