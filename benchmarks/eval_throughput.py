@@ -47,10 +47,13 @@ def _items(n: int) -> tuple[list[str], list[str]]:
 
 def _best_interleaved(fns: dict, repeats: int) -> dict[str, float]:
     """Best-of-``repeats`` wall time of each function, run in rounds (bare, eval, ...) so that load from other
-    processes on a shared machine hits all of them alike."""
+    processes on a shared machine hits all of them alike; the order rotates from round to round (no function is
+    always the one after another)."""
     best = {name: float("inf") for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
