@@ -47,9 +47,9 @@ def _items(n: int) -> tuple[list[str], list[str]]:
 
 
 def _best_interleaved(fns: dict, repeats: int, rounds: list | None = None) -> dict[str, float]:
-    """Best-of-``repeats`` wall time of each function (each round's times appended to ``rounds``), run in rounds (bare, eval, ...) so that load from other
+    """Best-of-``repeats`` wall time of each function, run in rounds (bare, eval, ...) so that load from other
     processes on a shared machine hits all of them alike; the order rotates from round to round (no function is
-    always the one after another)."""
+    always the one after another). Each round's times are appended to ``rounds`` when given."""
     best = {name: float("inf") for name in fns}
     names = list(fns)
     for r in range(repeats):
