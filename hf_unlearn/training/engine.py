@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 
 from hf_unlearn.config import UnlearnConfig
-from hf_unlearn.data import PairedCollator, PairedDataset, collator_for, load_examples, tokenize_any
+from hf_unlearn.data import PairedCollator, PairedDataset, collator_for, encode_lazily, load_examples, tokenize_any
 from hf_unlearn.training.calibration import build_calibration, current_holdout
 from hf_unlearn.training.finetune import training_arguments
 from hf_unlearn.training.guard import DivergenceGuard
@@ -120,8 +120,9 @@ def run_unlearning(
     Args:
         trainer_cls: an UnlearnTrainer subclass implementing ``unlearning_loss``.
         model, tokenizer: the model to unlearn from.
-        forget, retain: raw or tokenized datasets (retain may be None when ``use_retain`` is False; when given
-            without ``use_retain`` it only serves calibration's retain check).
+        forget, retain: raw or tokenized datasets, or lists of encoded rows (retain may be None when ``use_retain``
+            is False; when given without ``use_retain`` it only serves calibration's retain check). Raw rows are
+            tokenized lazily, when first drawn (:func:`hf_unlearn.data.encode_lazily`).
         config: the method's config (recipe fields of UnlearnConfig).
         callbacks: extra TrainerCallbacks (e.g. a partial-update gradient mask).
         use_retain: pair each forget batch with a retain batch.
@@ -141,25 +142,26 @@ def run_unlearning(
     if not model_ready:
         model, ref_mode = prepare_model(model, config)
         trainer_kwargs.setdefault("reference_mode", ref_mode)
-    forget_tok = tokenize_any(forget, tokenizer, max_length=config.max_length, template=config.template)
+    # rows are tokenized when first drawn, not with an up-front Dataset.map: a request pairs its few forget batches
+    # with a handful of retain rows, and mapping a whole retain set was most of a small request's fixed cost
+    kw = dict(max_length=config.max_length, template=config.template)
+    forget_tok = encode_lazily(forget, tokenizer, **kw)
     holdout = holdout if holdout is not None else current_holdout()
     calibrating = getattr(config, "calibrate", False) and (
         holdout is not None or getattr(config, "target_nll", None) is not None
     )
     retain_tok = None
     if retain is not None and len(retain) > 0 and (use_retain or calibrating):
-        retain_tok = tokenize_any(retain, tokenizer, max_length=config.max_length, template=config.template)
+        retain_tok = encode_lazily(retain, tokenizer, **kw)
     paired = PairedDataset(forget_tok, retain_tok if use_retain else None, seed=config.seed)
     calibration = None
     if calibrating:
         holdout_tok = None
         if holdout is not None:
-            holdout_tok = tokenize_any(
-                load_examples(holdout), tokenizer, max_length=config.max_length, template=config.template
-            )
+            holdout_tok = tokenize_any(load_examples(holdout), tokenizer, **kw)
         eval_tok = forget_tok
         if eval_forget is not None:
-            eval_tok = tokenize_any(eval_forget, tokenizer, max_length=config.max_length, template=config.template)
+            eval_tok = tokenize_any(eval_forget, tokenizer, **kw)
         calibration = build_calibration(config, collator_for(tokenizer), eval_tok, retain_tok, holdout_tok)
     scratch = config.output_dir or tempfile.mkdtemp(prefix="hf_unlearn_ul_")
     try:
