@@ -53,6 +53,12 @@ class Setting:
     max_length: int = 96
     forget_split: str = "forget10"
     model_name: str | None = None  # e.g. "smollm2-135m-offline": a pretrained model + LoRA fine-tune
+    # A tiny model first pretrained on QA about OTHER people (hf_unlearn.training.pretrain), as TOFU starts from a
+    # pretrained model; 0 epochs = the tiny model starts from random weights (tokenizer: tokenizer_corpus(bench)).
+    pretrain_epochs: float = 0
+    pretrain_authors: int = 40
+    pretrain_seed: int = 123
+    pretrain_lr: float = 5e-3
     lora: Any = None
     eval_max_new_tokens: int = 48
     eval_gradnorm: bool = True
@@ -84,7 +90,16 @@ SETTINGS: dict[str, Setting] = {
         eval_max_new_tokens=12,
         eval_gradnorm=False,
     ),
-    "demo": Setting("demo", n_authors=20, qa_per_author=20, hidden_size=64, vocab_size=768, ft_epochs=20, ft_lr=5e-3),
+    "demo": Setting(
+        "demo",
+        n_authors=20,
+        qa_per_author=20,
+        hidden_size=64,
+        vocab_size=768,
+        ft_epochs=20,
+        ft_lr=5e-3,
+        pretrain_epochs=15,
+    ),
     "cpu-tiny": Setting("cpu-tiny", n_authors=40, qa_per_author=20),
     "gpu-smollm2": Setting(
         "gpu-smollm2",
@@ -433,25 +448,61 @@ def forward_backward_seconds(
     return statistics.median(times)
 
 
+def pretrained_base(setting: Setting, progress: bool = False) -> tuple[Any, Any]:
+    """The setting's tiny base, pretrained on QA about people who are NOT in its benchmark (cached on disk).
+
+    Example:
+        >>> model, tok = pretrained_base(SETTINGS["test"])  # doctest: +SKIP
+    """
+    from hf_unlearn.training.pretrain import pretrained_tiny_lm
+
+    s = setting
+    return pretrained_tiny_lm(
+        s.arch,
+        exclude_benchmark=(s.n_authors, s.seed),
+        corpus_authors=s.pretrain_authors,
+        corpus_seed=s.pretrain_seed,
+        vocab_size=s.vocab_size,
+        hidden_size=s.hidden_size,
+        num_layers=s.num_layers,
+        num_heads=s.num_heads,
+        epochs=s.pretrain_epochs,
+        learning_rate=s.pretrain_lr,
+        batch_size=s.ft_batch_size,
+        max_length=s.max_length,
+        seed=s.seed,
+        progress=progress,
+    )
+
+
 def prepare(
     setting: Setting,
     methods: list[str],
     workdir: Path | None = None,
     progress: bool = True,
     price_recording: bool = False,
+    base: tuple[Any, Any] | None = None,
+    bench: Any = None,
 ) -> Context:
     """Steps 1-2 of the protocol: benchmark, base model, target (with recorders) and gold fine-tunes.
 
     With ``price_recording`` the target recipe is also run without recorders, to measure their overhead.
+    ``base`` (``(model, tokenizer)``) and ``bench`` (a DatasetDict with ``full`` and the setting's forget / retain /
+    holdout splits) replace the ones the setting would build (e.g. another architecture, a smaller benchmark).
     """
     from hf_unlearn.benchmarks.fictitious_authors import build
     from hf_unlearn.models import load_model, tiny_causal_lm
     from hf_unlearn.training import finetune
 
     s = setting
-    bench = build(n_authors=s.n_authors, seed=s.seed, qa_per_author=s.qa_per_author)
-    if s.model_name:
+    if bench is None:
+        bench = build(n_authors=s.n_authors, seed=s.seed, qa_per_author=s.qa_per_author)
+    if base is not None:
+        base, tok = base
+    elif s.model_name:
         base, tok = load_model(s.model_name)
+    elif s.pretrain_epochs:
+        base, tok = pretrained_base(s, progress=progress)
     else:
         base, tok = tiny_causal_lm(
             s.arch,
