@@ -86,7 +86,10 @@ def test_pretrained_tiny_lm_is_cached_and_its_tokenizer_knows_only_the_pretraini
     ref = models.train_bpe_tokenizer(_corpus_texts(corpus), vocab_size=300)
     assert tok.get_vocab() == ref.get_vocab()
     # a second call loads the cache: no training, the same weights and tokenizer
-    monkeypatch.setattr(sys.modules["hf_unlearn.training.finetune"], "finetune", lambda *a, **k: pytest.fail("the cached base was pretrained again"))
+    def no_training(*a, **k):
+        pytest.fail("the cached base was pretrained again")
+
+    monkeypatch.setattr(sys.modules["hf_unlearn.training.finetune"], "finetune", no_training)
     again, tok2 = pretrained_tiny_lm(exclude_benchmark=(5, 0), cache=tmp_path, **TINY_RECIPE)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     text = "Question: Where was Priya Zelenko born?\nAnswer: In Lima."
