@@ -85,6 +85,7 @@ def test_pretrained_tiny_lm_is_cached_and_its_tokenizer_knows_only_the_pretraini
     corpus = pretraining_corpus(benchmark_people(5, 0), 40, 123, 2)
     ref = models.train_bpe_tokenizer(_corpus_texts(corpus), vocab_size=300)
     assert tok.get_vocab() == ref.get_vocab()
+
     # a second call loads the cache: no training, the same weights and tokenizer
     def no_training(*a, **k):
         pytest.fail("the cached base was pretrained again")
