@@ -18,7 +18,7 @@ from hf_unlearn.methods.s3t import S3TConfig, S3TModel, simulate_deletions
 from hf_unlearn.models import load_model, load_smollm2_offline, tiny_causal_lm, train_bpe_tokenizer
 from hf_unlearn.registry import get_method, list_methods, register_method
 from hf_unlearn.result import UnlearnResult
-from hf_unlearn.training import FinetuneResult, finetune
+from hf_unlearn.training import FinetuneResult, finetune, pretrained_tiny_lm
 from hf_unlearn.utils.hashing import weights_hash
 
 __version__ = "0.1.0"
@@ -48,6 +48,7 @@ __all__ = [
     "load_muse",
     "load_tofu",
     "load_smollm2_offline",
+    "pretrained_tiny_lm",
     "register_method",
     "tiny_causal_lm",
     "train_bpe_tokenizer",
