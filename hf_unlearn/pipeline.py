@@ -70,6 +70,8 @@ class Setting:
     # or a GPU); weights stay fp32, and the retrain-free methods (SSD, embedding_ga, partial_amnesiac) run fp32.
     bf16: bool = False
     eval_batch_size: int = 32
+    # Also serve S3T after retrain(): row "s3t-retrained" (the deletion's cut stages rebuilt on the survivors, exact).
+    s3t_retrained_row: bool = False
 
     @property
     def retain_split(self) -> str:
@@ -107,6 +109,7 @@ SETTINGS: dict[str, Setting] = {
         ft_epochs=20,
         ft_lr=5e-3,
         pretrain_epochs=15,
+        s3t_retrained_row=True,
     ),
     "cpu-tiny": Setting("cpu-tiny", n_authors=40, qa_per_author=20, pretrain_epochs=15, pretrain_authors=80),
     "gpu-smollm2": Setting(
@@ -258,6 +261,25 @@ def _posthoc(method: str, **defaults: Any) -> MethodRunner:
 
 
 NOCAL = "-nocal"
+RETRAINED = "-retrained"
+
+
+def s3t_retrained(result: Any, ctx: Context) -> Any:
+    """The S3T system of ``result`` after ``retrain()`` on the benchmark's ``full`` minus the deleted uids.
+
+    Deletion serves shorter prefixes at once (milliseconds); ``retrain()`` rebuilds the cut stages on the surviving
+    data of their slices (exactly the model trained without the deleted uids), restoring capacity. Its wall time is
+    the row's cost.
+    """
+    import dataclasses
+
+    model = copy.deepcopy(result.model)
+    t0 = time.perf_counter()
+    new = model.retrain(ctx.bench["full"])
+    seconds = time.perf_counter() - t0
+    details = {**result.details, "retrain_seconds": seconds, "adapters_retrained": len(new or [])}
+    details["served_prefix_lengths"] = {str(k): v for k, v in model.served_prefix_lengths().items()}
+    return dataclasses.replace(result, model=model, timings={**result.timings, "unlearn": seconds}, details=details)
 
 
 def bf16_option(method: str, ctx: Context) -> dict[str, Any]:
@@ -687,7 +709,14 @@ def run_protocol(
         queue = [(m, m) for m in methods]
         for m, base in tqdm(queue, desc=f"unlearning {split}", disable=not progress):
             try:
-                res = runners[base].run(ctx) if m == base else run_uncalibrated(runners[base], ctx, base)
+                if m == base:
+                    res = runners[base].run(ctx)
+                elif m == base + RETRAINED:
+                    res = s3t_retrained(results[base], ctx)
+                else:
+                    res = run_uncalibrated(runners[base], ctx, base)
+                if m == "s3t" and s.s3t_retrained_row:
+                    queue.insert(queue.index((m, base)) + 1, (m + RETRAINED, base))
             except Exception as err:  # one failing method is a row of the report, not the end of a long run
                 logger.error("%s failed on %s: %s: %s", m, split, type(err).__name__, err)
                 rows[m] = {
