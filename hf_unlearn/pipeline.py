@@ -146,6 +146,8 @@ SETTINGS: dict[str, Setting] = {
         eval_batch_size=16,
         bf16=True,
         method_overrides={
+            # LiSSA influence over SmolLM2's 49k x 576 embedding table is a diagnostic, not part of the request
+            "embedding_ga": {"influence": False},
             # S3T against the plain LoRA fine-tune (the target): the same LoRA config and epochs per stage.
             "s3t": {
                 "n_slices": 2,
