@@ -189,6 +189,7 @@ class EmbeddingGradientRecorder(TrainerCallback):
         if uids is None:
             raise ValueError("EmbeddingGradientRecorder needs uid-carrying batches: train with hf_unlearn.finetune")
         t0 = time.perf_counter()
+        model = getattr(model, "module", model)  # under DDP the Trainer hands the DistributedDataParallel wrapper
         mods = embedding_modules(model)
         cap = self._captured = {}
 
