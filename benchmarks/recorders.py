@@ -7,7 +7,12 @@ is the median recorded wall time over the median plain wall time (``finetune``'s
 only, recording and the final flush included). Peak memory (RSS, or CUDA peak on a GPU) is reported beside it.
 
 Usage:
-    python benchmarks/recorders.py [--repeats 3] [--examples 96] [--out benchmarks/results/recorders]
+    python benchmarks/recorders.py [--repeats 5]          # 4 x 128 llama (the cpu-tiny shape), 128 examples, 3 epochs
+    python benchmarks/recorders.py --layers 2 --hidden 64 --examples 96 --epochs 2 --repeats 7 \
+        --out benchmarks/results/recorders_small
+
+The embedding-gradient recorder records epoch 1 only (its default); the amnesiac recorder every step (kappa 0.1);
+the learning-event recorder every step.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from hf_unlearn.training import finetune
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--examples", type=int, default=96)
-    ap.add_argument("--epochs", type=float, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--examples", type=int, default=128)
+    ap.add_argument("--epochs", type=float, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--kappa", type=float, default=0.1)
     ap.add_argument("--out", default="benchmarks/results/recorders")
     a = ap.parse_args()
@@ -44,7 +50,7 @@ def main() -> None:
         for i in range(a.examples)
     ]
     texts = [f"Question: {d['question']} Answer: {d['answer']}" for d in data]
-    model0, tok = tiny_causal_lm("llama", texts=texts, num_layers=a.layers, vocab_size=400)
+    model0, tok = tiny_causal_lm("llama", texts=texts, num_layers=a.layers, hidden_size=a.hidden, vocab_size=400)
     state = {k: v.clone() for k, v in model0.state_dict().items()}
     n_params = sum(p.numel() for p in model0.parameters())
     runs: dict[str, list[dict]] = {"plain": [], "recorded": []}
@@ -80,7 +86,7 @@ def main() -> None:
     res = {
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
-        "model": f"tiny llama, {a.layers} layers, {n_params} params",
+        "model": f"tiny llama {a.layers} x {a.hidden}, {n_params} params",
         "examples": a.examples,
         "epochs": a.epochs,
         "batch_size": a.batch_size,

@@ -454,7 +454,7 @@ def isolate_sensitive(
     Example:
         >>> data = [{"uid": f"u{i}", "question": f"Q{i}?", "answer": f"A{i}."} for i in range(5)]
         >>> ordered = isolate_sensitive(data, ["u1"], batch_size=2, mode="single", shuffle=False)
-        >>> ordered["uid"]
+        >>> list(ordered["uid"])
         ['u1', 'u1#copy1', 'u0', 'u2', 'u3', 'u4']
     """
     if mode not in ("group", "single"):
