@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -97,6 +98,7 @@ def main() -> None:
         "peak_mib": peak,
         "runs": runs,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_after": os.getloadavg()[0],
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +115,14 @@ def main() -> None:
         f"| all three recorders | {med['recorded']:.2f} | {peak['recorded']:.0f} |",
         "",
         f"Ratio recorded / plain: **{res['ratio']:.2f}x** (target <= 1.15x).",
+        "",
+        "Seconds each recorder reported (median over the recorded runs; work on the training thread plus the wait for",
+        "its background writer at the end of training): "
+        + ", ".join(
+            f"{k} {statistics.median(r['record_seconds'][k] for r in runs['recorded']):.2f}"
+            for k in ("embedding_ga", "amnesiac", "rum")
+        )
+        + f". 1-minute load average after the run: {res['load_average_after']:.1f} (the CPU is shared).",
     ]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
