@@ -478,3 +478,29 @@ def test_partial_grad_ascent_with_retain_term():
 
 def tok_of_tiny():
     return tiny()[1]
+
+
+def test_topk_flat_indices_cpu_fast_path_is_exact():
+    """The sampled-threshold CPU path selects exactly what plain topk + lowest-index ties selects."""
+    from hf_unlearn.methods.partial.masks import top_fraction_count, topk_flat_indices
+
+    def reference(flat, k):
+        thr = torch.topk(flat, k, sorted=False).values.min()
+        above = (flat > thr).nonzero().squeeze(1)
+        ties = (flat == thr).nonzero().squeeze(1)[: k - above.numel()]
+        return torch.cat([above, ties]).sort().values
+
+    g = torch.Generator().manual_seed(0)
+    for n in (8192, 50000):
+        base = torch.randn(n, generator=g).abs()
+        cases = {
+            "random": base,
+            "ascending": base.sort().values,  # the strided sample sees a skewed picture: the check must catch it
+            "descending": base.sort(descending=True).values,
+            "ties": (base * 3).round(),
+            "constant": torch.ones(n),
+        }
+        for name, x in cases.items():
+            for frac in (0.0001, 0.01, 0.1, 0.2):
+                k = top_fraction_count(frac, n)
+                assert torch.equal(topk_flat_indices(x, k), reference(x, k)), (n, name, frac)

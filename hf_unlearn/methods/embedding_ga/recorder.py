@@ -57,10 +57,20 @@ from transformers import TrainerCallback
 from hf_unlearn.data.tokenization import IGNORE_INDEX
 from hf_unlearn.models import embedding_modules, unwrap
 from hf_unlearn.training.losses import sequence_nll
+from hf_unlearn.utils.background import BackgroundWriter
 
 INDEX_FILE = "index.json"
 MODEL_ATTR = "hf_unlearn_embedding_recording"  # set on the (unwrapped) model after recording: the store's folder
 TIED_GRADIENTS = ("input", "input_and_output")
+
+
+def _to_host(t: torch.Tensor, pin: bool) -> torch.Tensor:
+    """Copy to CPU; from a GPU into pinned memory without blocking (synchronise on an event before reading)."""
+    if not pin:
+        return t.detach().cpu()
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    out.copy_(t, non_blocking=True)
+    return out
 
 
 class MissingRecordingError(ValueError):
@@ -112,9 +122,12 @@ class EmbeddingGradientRecorder(TrainerCallback):
         self.epochs = epochs if epochs == "all" else tuple(sorted(set(epochs)))
         self.shard_size = shard_size
         self.record_positions = record_positions
-        if overwrite and self.output_dir.exists():
-            shutil.rmtree(self.output_dir)
+        if overwrite and self.output_dir.exists() and int(os.environ.get("RANK", "0") or 0) == 0:
+            shutil.rmtree(self.output_dir)  # under a multi-process launch only rank 0 clears the folder
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._writer = BackgroundWriter()
+        self._rank = 0
+        self._world = 1
         self._epoch = 0
         self._buffer: list[tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self._index: dict[str, dict[str, list]] = {}
@@ -128,6 +141,8 @@ class EmbeddingGradientRecorder(TrainerCallback):
 
     # ---------------------------------------------------------------- standard events
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._rank = int(getattr(args, "process_index", 0) or 0)
+        self._world = int(getattr(args, "world_size", 1) or 1)
         mods = embedding_modules(model)
         inner = unwrap(model)
         cfg = getattr(inner, "config", None)
@@ -153,8 +168,14 @@ class EmbeddingGradientRecorder(TrainerCallback):
         self._epoch += 1
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._flush()
-        self._write_index()
+        t0 = time.perf_counter()
+        self._writer.submit(self._flush)
+        self._writer.join()
+        if self._world > 1:
+            self._merge_ranks()
+        else:
+            self._write_index()
+        self.record_seconds += time.perf_counter() - t0
         if model is not None:
             setattr(unwrap(model), MODEL_ATTR, str(self.output_dir))
 
@@ -168,6 +189,7 @@ class EmbeddingGradientRecorder(TrainerCallback):
         if uids is None:
             raise ValueError("EmbeddingGradientRecorder needs uid-carrying batches: train with hf_unlearn.finetune")
         t0 = time.perf_counter()
+        model = getattr(model, "module", model)  # under DDP the Trainer hands the DistributedDataParallel wrapper
         mods = embedding_modules(model)
         cap = self._captured = {}
 
@@ -207,9 +229,9 @@ class EmbeddingGradientRecorder(TrainerCallback):
         self._handles.append(model.register_forward_hook(on_model_output, with_kwargs=True))
         if mods["position"] is not None and self.record_positions:
             self._handles.append(mods["position"].register_forward_hook(on_positions))
-        cap["input_ids"] = inputs["input_ids"].detach().cpu()
+        cap["input_ids"] = inputs["input_ids"].detach()
         mask = inputs.get("attention_mask")
-        cap["mask"] = (mask if mask is not None else torch.ones_like(inputs["input_ids"])).bool().cpu()
+        cap["mask"] = (mask if mask is not None else torch.ones_like(inputs["input_ids"])).bool()
         self.record_seconds += time.perf_counter() - t0
 
     def on_batch_end(self, trainer, model, inputs, uids, loss):
@@ -222,51 +244,63 @@ class EmbeddingGradientRecorder(TrainerCallback):
         cap = self._captured
         if "grad" not in cap:
             raise RuntimeError("no gradient reached the input embeddings: are the embeddings frozen or detached?")
-        grad = cap["grad"].float().cpu()  # [B, T, H]
-        dlogits = cap["dlogits"].float().cpu() if "dlogits" in cap else None  # [B, T, V]
+        grad = cap["grad"].float()  # [B, T, H], on the model's device: everything below is batched, sync-free
+        dlogits = cap["dlogits"].float() if "dlogits" in cap else None  # [B, T, V]
         if self.tied_gradient == "input_and_output" and dlogits is None:
             raise RuntimeError("no gradient reached the output layer: is lm_head frozen or detached?")
         scaler = getattr(getattr(trainer, "accelerator", None), "scaler", None)
-        if scaler is not None and scaler.is_enabled():
-            grad = grad / float(scaler.get_scale())
-            dlogits = dlogits / float(scaler.get_scale()) if dlogits is not None else None
-        seq_sum = cap["seq_sum"].float().cpu()  # [B] summed token NLL per example
-        n_tok = cap["labels"][:, 1:].ne(IGNORE_INDEX).sum(dim=1).cpu()  # [B] label tokens per example
-        total = float(seq_sum.sum())
-        # c: the factor the Trainer put in front of sum_i S_i (token-mean, GA scaling or num_items_in_batch).
-        c = float(loss.detach().float().cpu()) / total if total > 0 else 0.0
+        inv_scale = 1.0 / float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+        seq_sum = cap["seq_sum"].float()  # [B] summed token NLL per example
+        n_tok = cap["labels"][:, 1:].ne(IGNORE_INDEX).sum(dim=1).to(grad.device)  # [B] label tokens per example
+        # c: the factor the Trainer put in front of sum_i S_i (token-mean, GA scaling or num_items_in_batch), a
+        # device tensor (no host sync). Example i's gradient of its OWN mean loss is rows_i / (c * n_i).
+        c = loss.detach().float().to(grad.device) / seq_sum.sum()
+        denom = c * n_tok
+        ok = torch.isfinite(denom) & (denom > 0)
+        factor = torch.where(ok, inv_scale / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(denom))
+        # Scaled, fp16, still padded: boolean-mask selection would synchronise a GPU, so it runs on the writer.
+        grads = (grad * factor[:, None, None]).to(torch.float16)  # [B, T, H]
         pos = cap.get("position_ids")
-        if pos is not None:
-            pos = pos.cpu().expand_as(cap["input_ids"])  # [1, T] -> [B, T] when shared
-        for i, uid in enumerate(uids):
-            keep = cap["mask"][i]
-            ids = cap["input_ids"][i][keep].to(torch.int32)
-            ok = c > 0 and n_tok[i] > 0
-            if ok:
-                g = grad[i][keep] / (c * float(n_tok[i]))  # [n, H]: d(mean NLL of i) / d(embedding output)
-            else:
-                g = torch.zeros(int(keep.sum()), grad.shape[-1])
-            out = None
-            if dlogits is not None:  # output path of the tied matrix: sum_t dlogits_t^T h_t  -> [V, H]
-                h = cap["hidden"][i].float().cpu()  # [T, H]
-                out = torch.einsum("tv,th->vh", dlogits[i], h) / (c * float(n_tok[i])) if ok else None
-                if out is None:
-                    out = torch.zeros(dlogits.shape[-1], h.shape[-1])
-                out = out.to(torch.float16)
-            p = pos[i][keep].to(torch.int32) if pos is not None else torch.arange(len(ids), dtype=torch.int32)
-            self._buffer.append((str(uid), self._epoch, ids, p, g.to(torch.float16), out))
+        out = None
+        if dlogits is not None:  # output path of the tied matrix: sum_t dlogits_t^T h_t  -> [B, V, H]
+            out = (torch.einsum("btv,bth->bvh", dlogits, cap["hidden"].float()) * factor[:, None, None]).to(
+                torch.float16
+            )
+        pin = grad.is_cuda
+        host = [
+            _to_host(t, pin) if t is not None else None for t in (cap["input_ids"], cap["mask"], pos, grads, out)
+        ]
+        event = None
+        if pin:
+            event = torch.cuda.Event()
+            event.record()
+        self._writer.submit(self._add_batch, [str(u) for u in uids], self._epoch, host, event)
         self.examples_recorded += len(uids)
-        if len(self._buffer) >= self.shard_size:
-            self._flush()
         self._captured = {}
         self.record_seconds += time.perf_counter() - t0
+
+    def _add_batch(self, uids: list[str], epoch: int, host: list[Any], event: Any) -> None:
+        """Writer thread: split one batch's host tensors per example and flush full shards."""
+        if event is not None:
+            event.synchronize()
+        ids, mask, pos, grads, out = host
+        if pos is not None:
+            pos = pos.expand_as(mask)  # [1, T] -> [B, T] when shared
+        for i, uid in enumerate(uids):
+            keep = mask[i]
+            p = pos[i][keep] if pos is not None else torch.arange(int(keep.sum()))
+            row = (uid, epoch, ids[i][keep].to(torch.int32), p.to(torch.int32), grads[i][keep], None)
+            self._buffer.append(row if out is None else (*row[:5], out[i]))
+        if len(self._buffer) >= self.shard_size:
+            self._flush()
 
     # ---------------------------------------------------------------- storage
     def _flush(self) -> None:
         if not self._buffer:
             return
         t0 = time.perf_counter()
-        name = f"shard-{self._n_shards:05d}.safetensors"
+        rank = f"r{self._rank}-" if self._world > 1 else ""  # ranks write their own shards (merged index at the end)
+        name = f"shard-{rank}{self._n_shards:05d}.safetensors"
         ids = torch.cat([b[2] for b in self._buffer])
         pos = torch.cat([b[3] for b in self._buffer])
         grads = torch.cat([b[4] for b in self._buffer])
@@ -285,6 +319,25 @@ class EmbeddingGradientRecorder(TrainerCallback):
         self._n_shards += 1
         self._buffer = []
         self.record_seconds += time.perf_counter() - t0
+
+    def _merge_ranks(self) -> None:
+        """Gather every rank's index; the main process writes the union. An example that the sampler padded a
+        last batch with (accelerate's ``even_batches``) was recorded on two ranks with the same per-example value:
+        the lower rank's record is kept, so every example is filed exactly once per epoch."""
+        from accelerate import PartialState
+        from accelerate.utils import gather_object
+
+        parts = gather_object([(self._index, self.bytes_written, self.examples_recorded)])
+        if self._rank == 0:
+            merged: dict[str, dict[str, list]] = {}
+            for index, _, _ in parts:
+                for uid, epochs in index.items():
+                    for epoch, entries in epochs.items():
+                        merged.setdefault(uid, {}).setdefault(epoch, entries)
+            self._index = merged
+            self.bytes_written = sum(p[1] for p in parts)
+            self._write_index()
+        PartialState().wait_for_everyone()  # nobody reads the recording before the index is written
 
     def _write_index(self) -> None:
         meta = {**self._meta, "epochs_recorded": sorted({int(e) for v in self._index.values() for e in v})}

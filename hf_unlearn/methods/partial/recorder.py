@@ -47,12 +47,35 @@ from transformers import TrainerCallback
 from hf_unlearn.data import UID, load_examples
 from hf_unlearn.methods.partial.masks import top_fraction_count, topk_flat_indices, trainable_parameters
 from hf_unlearn.models import unwrap
+from hf_unlearn.utils.background import BackgroundWriter
 
 META_FILE = "meta.json"
 STEPS_FILE = "steps.jsonl"
 MODEL_ATTR = "hf_unlearn_amnesiac_recording"  # set on the (unwrapped) model after recording: the folder
 COPY_MARK = "#copy"  # isolate_sensitive's fill copies are "<uid>#copy<k>"; the recorder files them under "<uid>"
 VALUE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def _launch_rank() -> int:
+    """Global rank of this process under torchrun / accelerate launch (0 when not launched multi-process)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _flat(params: Iterable[torch.Tensor]) -> torch.Tensor:
+    """All tensors flattened and concatenated (one copy; in their dtype when they share one, else fp32)."""
+    params = [p.detach().reshape(-1) for p in params]
+    if len({p.dtype for p in params}) > 1:
+        params = [p.float() for p in params]
+    return torch.cat(params)
+
+
+def _to_host(t: torch.Tensor, pin: bool) -> torch.Tensor:
+    """Copy to CPU; from a GPU into pinned memory without blocking (synchronise on an event before reading)."""
+    if not pin:
+        return t.cpu()
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    out.copy_(t, non_blocking=True)
+    return out
 
 
 def canonical_uid(uid: str) -> str:
@@ -96,11 +119,15 @@ class AmnesiacRecorder(TrainerCallback):
         self.output_dir = Path(output_dir)
         self.kappa = float(kappa)
         self.value_dtype = value_dtype
-        if self.output_dir.exists() and any(self.output_dir.iterdir()):
-            if not overwrite:
+        if _launch_rank() == 0 and self.output_dir.exists() and any(self.output_dir.iterdir()):
+            if not overwrite:  # under a multi-process launch only rank 0 clears (the others write no tensor)
                 raise FileExistsError(f"{self.output_dir} is not empty; pass overwrite=True to replace it")
             shutil.rmtree(self.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._writer = BackgroundWriter()
+        self._world = 1
+        self._main = True
+        self._local_steps: list[tuple[int, list[str], dict[str, Any]]] = []  # (step, local uids, line) under DDP
         self._params: dict[str, torch.nn.Parameter] = {}
         self._shapes: dict[str, list[int]] | None = None
         self._before: dict[str, torch.Tensor] = {}
@@ -113,10 +140,11 @@ class AmnesiacRecorder(TrainerCallback):
 
     # ------------------------------------------------------------------ standard events
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if getattr(args, "world_size", 1) > 1:
-            raise NotImplementedError(
-                "AmnesiacRecorder records the uids of the local process only: train in a single process"
-            )
+        # Under DDP every rank holds the same parameters and applies the same (all-reduced) update, so only the
+        # main process snapshots and writes the updates; every rank notes the uids of ITS micro-batches per step
+        # and the main process files the union under each step at the end of training (see on_train_end).
+        self._world = int(getattr(args, "world_size", 1) or 1)
+        self._main = int(getattr(args, "process_index", 0) or 0) == 0
         self._params = trainable_parameters(model)
         if not self._params:
             raise ValueError("AmnesiacRecorder: the model has no trainable parameter")
@@ -124,63 +152,120 @@ class AmnesiacRecorder(TrainerCallback):
         if self._shapes is not None and shapes != self._shapes:
             raise ValueError("AmnesiacRecorder: the trainable parameters changed between runs of the same recording")
         self._shapes = shapes
-        self._write_meta(finished=False)
+        if self._main:
+            self._write_meta(finished=False)
 
     @torch.no_grad()
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        # weights are unchanged since the step began (clipping touches only grads): snapshot right before the update
+        # weights are unchanged since the step began (clipping touches only grads): snapshot right before the update,
+        # as ONE flat copy (a single kernel per dtype instead of one clone per tensor)
+        if not self._main:
+            return
         t0 = time.perf_counter()
-        self._before = {n: p.detach().clone() for n, p in self._params.items()}
+        self._before = {"flat": _flat(self._params.values())}
         self.record_seconds += time.perf_counter() - t0
 
     @torch.no_grad()
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if not self._before:
-            raise RuntimeError("AmnesiacRecorder: on_step_end without a pre-optimizer snapshot")
-        t0 = time.perf_counter()
         self._step += 1
-        tensors: dict[str, torch.Tensor] = {}
-        entries = 0
-        vdtype = VALUE_DTYPES[self.value_dtype]
-        for name, p in self._params.items():
-            delta = (p.detach() - self._before[name]).reshape(-1)
-            n = delta.numel()
-            if self.kappa >= 1.0:
-                tensors[f"{name}::dense"] = delta.to(vdtype).cpu()
-                entries += n
-                continue
-            idx = topk_flat_indices(delta.abs(), top_fraction_count(self.kappa, n))
-            idx_dtype = torch.int32 if n < 2**31 else torch.int64
-            tensors[f"{name}::idx"] = idx.to(idx_dtype).cpu()
-            tensors[f"{name}::val"] = delta[idx].to(vdtype).cpu()
-            entries += idx.numel()
-        self._before = {}
-        fname = f"step_{self._step:07d}.safetensors"
-        save_file(tensors, str(self.output_dir / fname))
-        nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
         uids = list(dict.fromkeys(self._uids))  # unique, in batch order
         self._uids = []
         line = {
             "step": self._step,
-            "file": fname,
+            "file": f"step_{self._step:07d}.safetensors",
             "uids": uids,
-            "entries": entries,
-            "bytes": nbytes,
             "global_step": int(state.global_step),
             "epoch": float(state.epoch or 0.0),
         }
-        with open(self.output_dir / STEPS_FILE, "a") as fh:
-            fh.write(json.dumps(line) + "\n")
-        for u in uids:
-            self._index.setdefault(u, []).append(self._step)
-        self.bytes_written += nbytes
-        self.entries_written += entries
+        if not self._main:
+            self._local_steps.append((self._step, uids, line))
+            return
+        if not self._before:
+            raise RuntimeError("AmnesiacRecorder: on_step_end without a pre-optimizer snapshot")
+        t0 = time.perf_counter()
+        delta = _flat(self._params.values()) - self._before["flat"]  # one kernel; the rest is off the step
+        self._before = {}
+        if delta.is_cuda:  # select on device (async kernels), copy to pinned host memory without a sync
+            tensors, entries = self._select(delta)
+            event = torch.cuda.Event()
+            event.record()
+            self._writer.submit(self._write_step, tensors, entries, line, event)
+        else:  # on CPU the selection itself runs on the writer thread (a second core)
+            self._writer.submit(self._write_delta, delta, line)
         self.record_seconds += time.perf_counter() - t0
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._write_meta(finished=True)
+        t0 = time.perf_counter()
+        self._writer.join()
+        if self._world > 1:
+            self._merge_ranks()
+        elif self._main:
+            self._write_meta(finished=True)
+        self.record_seconds += time.perf_counter() - t0
         if model is not None:
             setattr(unwrap(model), MODEL_ATTR, str(self.output_dir))
+
+    # ------------------------------------------------------------------ off-step work (writer thread)
+    def _select(self, delta: torch.Tensor) -> tuple[dict[str, torch.Tensor], int]:
+        """Top-kappa (or dense) entries of every tensor's slice of the flat update, as host tensors."""
+        vdtype = VALUE_DTYPES[self.value_dtype]
+        pin = delta.is_cuda
+        tensors: dict[str, torch.Tensor] = {}
+        entries = 0
+        start = 0
+        for name, p in self._params.items():
+            n = p.numel()
+            d = delta[start : start + n]
+            start += n
+            if self.kappa >= 1.0:
+                tensors[f"{name}::dense"] = _to_host(d.to(vdtype), pin)
+                entries += n
+                continue
+            idx = topk_flat_indices(d.abs(), top_fraction_count(self.kappa, n))
+            idx_dtype = torch.int32 if n < 2**31 else torch.int64
+            tensors[f"{name}::idx"] = _to_host(idx.to(idx_dtype), pin)
+            tensors[f"{name}::val"] = _to_host(d[idx].to(vdtype), pin)
+            entries += idx.numel()
+        return tensors, entries
+
+    def _write_delta(self, delta: torch.Tensor, line: dict[str, Any]) -> None:
+        tensors, entries = self._select(delta)
+        self._write_step(tensors, entries, line, None)
+
+    def _write_step(self, tensors: dict[str, torch.Tensor], entries: int, line: dict[str, Any], event: Any) -> None:
+        if event is not None:
+            event.synchronize()  # the device-to-host copies of this step are done (waits on this thread only)
+        save_file(tensors, str(self.output_dir / line["file"]))
+        nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        line = {**line, "entries": entries, "bytes": nbytes}
+        self.bytes_written += nbytes
+        self.entries_written += entries
+        if self._world > 1:  # the uids of the other ranks are known only at the end of training
+            self._local_steps.append((line["step"], line["uids"], line))
+            return
+        with open(self.output_dir / STEPS_FILE, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        for u in line["uids"]:
+            self._index.setdefault(u, []).append(line["step"])
+
+    def _merge_ranks(self) -> None:
+        """Gather every rank's per-step uids; the main process files their union under each (global) step."""
+        from accelerate import PartialState
+        from accelerate.utils import gather_object
+
+        parts = gather_object([[(s, u) for s, u, _ in self._local_steps]])  # one list per rank, rank order
+        if self._main:
+            lines = {s: line for s, _, line in self._local_steps}
+            with open(self.output_dir / STEPS_FILE, "a") as fh:
+                for step in sorted(lines):
+                    uids = list(dict.fromkeys(u for part in parts for s, us in part if s == step for u in us))
+                    line = {**lines[step], "uids": uids}
+                    fh.write(json.dumps(line) + "\n")
+                    for u in uids:
+                        self._index.setdefault(u, []).append(step)
+            self._write_meta(finished=True)
+        self._local_steps = []
+        PartialState().wait_for_everyone()  # nobody reads the recording before the main process wrote it
 
     # ------------------------------------------------------------------ UidTrainer hook point
     def on_batch_begin(self, trainer, model, inputs, uids):
@@ -369,7 +454,7 @@ def isolate_sensitive(
     Example:
         >>> data = [{"uid": f"u{i}", "question": f"Q{i}?", "answer": f"A{i}."} for i in range(5)]
         >>> ordered = isolate_sensitive(data, ["u1"], batch_size=2, mode="single", shuffle=False)
-        >>> ordered["uid"]
+        >>> list(ordered["uid"])
         ['u1', 'u1#copy1', 'u0', 'u2', 'u3', 'u4']
     """
     if mode not in ("group", "single"):

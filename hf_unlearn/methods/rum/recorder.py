@@ -45,11 +45,12 @@ class LearningEventRecorder(TrainerCallback):
     """
 
     def __init__(self) -> None:
-        self.sums: dict[str, dict[str, float]] = {k: defaultdict(float) for k in _STATS}
-        self.counts: dict[str, int] = defaultdict(int)
+        self._sums: dict[str, dict[str, float]] = {k: defaultdict(float) for k in _STATS}
+        self._counts: dict[str, int] = defaultdict(int)
         self.seconds = 0.0
         self._handle: Any = None
         self._logits: torch.Tensor | None = None
+        self._pending: list[tuple[int, list[str], torch.Tensor]] = []  # (optimizer step, uids, [5, B] values)
 
     # ------------------------------------------------------------------------------------------- trainer hooks
     def on_batch_begin(self, trainer: Any, model: Any, inputs: dict[str, Any], uids: list[str] | None) -> None:
@@ -75,28 +76,65 @@ class LearningEventRecorder(TrainerCallback):
         t0 = time.perf_counter()
         with torch.no_grad():
             stats = sequence_event_stats(self._logits, inputs["labels"].to(self._logits.device))
+            # kept on the device, one [5, B] tensor per micro-batch: no host sync and no per-example Python here
+            values = torch.stack([stats[k].float() for k in _STATS])
         self._logits = None
-        values = {k: v.cpu().tolist() for k, v in stats.items()}
-        for i, uid in enumerate(uids):
-            if values["loss"][i] != values["loss"][i]:  # NaN: no answer token survived truncation
-                continue
-            self.counts[uid] += 1
-            for k in _STATS:
-                self.sums[k][uid] += values[k][i]
+        step = int(getattr(getattr(trainer, "state", None), "global_step", 0) or 0)
+        self._pending.append((step, [str(u) for u in uids], values))
         self.seconds += time.perf_counter() - t0
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """Gather the records of every process (each saw only its own batches under data parallelism)."""
+        """Move the pending records to the host once and, under data parallelism, gather every process's records.
+
+        Each rank saw only its own micro-batches. A record is keyed by (optimizer step, uid): an example that the
+        sampler padded a last batch with (accelerate's ``even_batches``) was seen on two ranks in the same step,
+        and is counted once, as in a single-process run.
+        """
+        t0 = time.perf_counter()
         from accelerate import PartialState
 
         if PartialState().num_processes > 1:
             from accelerate.utils import gather_object
 
-            parts = gather_object([self.state_dict()])
-            merged = LearningEventRecorder()
-            for p in parts:
-                merged._add(p)
-            self.sums, self.counts = merged.sums, merged.counts
+            parts = gather_object([self._host_records()])  # one list per rank, in rank order
+            seen: set[tuple[int, str]] = set()
+            for part in parts:
+                mine = {(step, uid) for step, uid, _ in part}
+                self._add_records(r for r in part if (r[0], r[1]) not in seen)
+                seen |= mine
+        else:
+            self._drain()
+        self.seconds += time.perf_counter() - t0
+
+    @property
+    def sums(self) -> dict[str, dict[str, float]]:
+        self._drain()
+        return self._sums
+
+    @property
+    def counts(self) -> dict[str, int]:
+        self._drain()
+        return self._counts
+
+    def _drain(self) -> None:
+        if self._pending:
+            self._add_records(self._host_records())
+
+    def _add_records(self, records: Any) -> None:
+        for _, uid, vals in records:
+            if vals[-1] != vals[-1]:  # NaN loss: no answer token survived truncation
+                continue
+            self._counts[uid] += 1
+            for k, v in zip(_STATS, vals):
+                self._sums[k][uid] += v
+
+    def _host_records(self) -> list[tuple[int, str, list[float]]]:
+        if not self._pending:
+            return []
+        values = torch.cat([v for _, _, v in self._pending], dim=1).T.cpu().tolist()  # one device-to-host copy
+        keys = [(step, uid) for step, uids, _ in self._pending for uid in uids]
+        self._pending = []
+        return [(step, uid, vals) for (step, uid), vals in zip(keys, values)]
 
     # ------------------------------------------------------------------------------------------------ results
     def events(self, name: str) -> dict[str, float]:
@@ -124,9 +162,9 @@ class LearningEventRecorder(TrainerCallback):
     def _add(self, sd: dict[str, Any]) -> None:
         for k, d in sd["sums"].items():
             for u, v in d.items():
-                self.sums[k][u] += v
+                self._sums[k][u] += v
         for u, c in sd["counts"].items():
-            self.counts[u] += c
+            self._counts[u] += c
         self.seconds = max(self.seconds, sd.get("seconds", 0.0))
 
     def save(self, path: str | Path) -> None:
