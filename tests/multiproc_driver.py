@@ -4,8 +4,9 @@ Two steps:
 
 * ``prepare(out)`` (one plain process): the tiny benchmark, a tiny llama fine-tuned on ``full`` with an
   :class:`AmnesiacRecorder` attached (the recording ``partial_amnesiac`` needs), saved to ``out/target``,
-  ``out/base`` (the model before fine-tuning, for ``retrain``) and ``out/amnesiac``. Training-time recorders under DDP are a separate concern (issue #20 item 2), so they are
-  recorded here once, in one process, and every run reads the same files.
+  ``out/base`` (the model before fine-tuning, for ``retrain``) and ``out/amnesiac``. Training-time recorders under
+  DDP are a separate concern (issue #20 item 2), so they record here once, in one process, and every run reads
+  the same files.
 * ``python tests/multiproc_driver.py --prep DIR --out DIR2`` (under ``torchrun`` / ``accelerate launch`` or plain):
   loads that target and runs every method :func:`hf_unlearn.list_methods` returns, except those in ``SKIP``, with
   the same GLOBAL batch whatever the process count (per-device batch ``GLOBAL_BATCH // 2``, gradient accumulation
