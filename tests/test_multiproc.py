@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,15 +48,20 @@ def runs(tmp_path_factory, script):
     one = subprocess.Popen(
         [sys.executable, *args, "--out", str(root / "one")],
         env={k: v for k, v in env.items() if k != "ACCELERATE_USE_CPU"},
-        cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
-    two = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0", *args,
+    two = subprocess.Popen(  # --standalone: a free rendezvous port (torchrun's --master_port 0 hangs)
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args,
          "--out", str(root / "two")],
         env={**env, "ACCELERATE_USE_CPU": "1"},
-        cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
-    out_one, out_two = one.communicate(timeout=900)[0], two.communicate(timeout=900)[0]
+    try:
+        out_one, out_two = one.communicate(timeout=900)[0], two.communicate(timeout=900)[0]
+    except subprocess.TimeoutExpired:
+        for proc in (one, two):
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its workers
+        raise
     assert one.returncode == 0, out_one[-4000:]
     assert two.returncode == 0, out_two[-4000:]
     s1 = json.loads((root / "one" / "summary.json").read_text())
