@@ -147,7 +147,7 @@ class IdkDPOTrainer(UnlearnTrainer):
         epoch index while training (the same on every rank), else the number of earlier draws of ``uid``."""
         k = self._draws.get(uid, 0)
         self._draws[uid] = k + 1
-        if self.epoch_index >= 0:
+        if getattr(self, "epoch_index", -1) >= 0:
             k = self.epoch_index
         return random.Random(f"{self._seed}:{uid}:{k}").randrange(len(self.refusals))
 
