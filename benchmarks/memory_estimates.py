@@ -101,7 +101,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         g = r["per_gpu"]
 
-        def cell(key: str) -> str:
+        def cell(key: str, g: dict = g) -> str:
             return " / ".join(f"{g[n][key] / GB:.1f}" for n in GPUS)
 
         acc_peak = max(r["accelerate_estimate_1proc_bf16_adam"].values()) / GB
