@@ -15,9 +15,16 @@ retain / holdout, storage of the recording, recording overhead during fine-tunin
 
 Writes ``benchmarks/results/partial.json``, ``partial.md`` and ``partial.png``.
 
+``--summarize DIR [DIR ...]`` reads the ``partial.json`` of several runs (e.g. one per ``--seed``) and writes
+``partial_seeds.md`` (mean, min and max over the runs of each row's MIA AUC and NLLs) into ``--out``; nothing is
+trained.
+
 Usage:
     python benchmarks/partial.py                   # ~5 min on 2 shared CPU cores
     python benchmarks/partial.py --n-authors 20 --epochs 20 --retain-ft-steps 10
+    python benchmarks/partial.py --seed 1 --out benchmarks/results/partial_seed1
+    python benchmarks/partial.py --summarize benchmarks/results benchmarks/results/partial_seed1 \\
+        benchmarks/results/partial_seed2
 """
 
 from __future__ import annotations
@@ -83,6 +90,36 @@ def evaluate(model, tok, bench, splits, max_length: int) -> dict[str, float]:
     return {"mia_auc": float(auc), "forget_nll": f_nll, "retain_nll": r_nll, "holdout_nll": h_nll}
 
 
+def summarize(dirs: list[Path], out: Path) -> None:
+    """Mean [min, max] over runs (seeds) of every row's MIA AUC and NLLs; writes ``partial_seeds.md``."""
+    runs = [json.loads((d / "partial.json").read_text()) for d in dirs]
+    seeds = [r["args"]["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the runs must have distinct seeds, got {seeds}")
+    keys = ["mia_auc", "forget_nll", "retain_nll", "holdout_nll"]
+    a = runs[0]["args"]
+    lines = [
+        f"# partial benchmark over {len(runs)} seeds ({', '.join(map(str, seeds))})",
+        "",
+        f"`python benchmarks/partial.py --summarize {' '.join(map(str, dirs))}`. Each seed is a full run of "
+        f"`benchmarks/partial.py` (tiny Llama 4 x 64, fictitious authors n={a['n_authors']}, {a['forget_split']}, "
+        f"{a['epochs']} fine-tuning epochs, kappa={a['kappa']}, rho={a['rho']}): the benchmark data, the model "
+        "initialisation and the batch order change with the seed. Cells: mean [min, max] over the seeds.",
+        "",
+        "| method | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for name in runs[0]["results"]:
+        cells = []
+        for k in keys:
+            vals = [r["results"][name][k] for r in runs if name in r["results"]]
+            cells.append(f"{sum(vals) / len(vals):.3f} [{min(vals):.3f}, {max(vals):.3f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "partial_seeds.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-authors", type=int, default=10)
@@ -100,7 +137,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--summarize", nargs="+", metavar="DIR", help="summarise the partial.json of these run folders")
     args = ap.parse_args()
+    if args.summarize:
+        summarize([Path(d) for d in args.summarize], Path(args.out))
+        return
     torch.set_num_threads(args.threads)
     pct = args.forget_split[-2:]
     splits = {"forget": args.forget_split, "retain": f"retain{100 - int(pct)}", "holdout": f"holdout{pct}"}

@@ -27,6 +27,7 @@ is measured by benchmarks/scaling.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pickle
@@ -235,6 +236,11 @@ def write_outputs(report: dict, root: Path, keep_per_item: bool = False) -> Path
         md.append("Answer NLL (token mean) and unlearning wall time:\n")
         md.append(markdown_table(entry))
     md += ["## Cost", "", costs_markdown(report)]
+    if "s3t_study" in report:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from s3t_study import study_markdown
+
+        md += ["", study_markdown(report["s3t_study"])]
     path = root / f"{name}.md"
     path.write_text("\n".join(md))
     return path
@@ -252,6 +258,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest for tiny models).")
     p.add_argument("--from-json", default=None, help="Only rewrite the markdown and plots of a saved <setting>.json.")
     p.add_argument("--keep-per-item", action="store_true", help="Keep per-example evaluation records in the JSON.")
+    p.add_argument(
+        "--calibration-variants",
+        action="store_true",
+        help="Also run each calibrated method with calibrate=False (rows '<method>-nocal'; docs/calibration.md).",
+    )
+    p.add_argument(
+        "--s3t-study",
+        action="store_true",
+        help="Also compare S3T with the plain LoRA fine-tune (m=1, m>1, deletions, retrain): benchmarks/s3t_study.py",
+    )
+    p.add_argument("--s3t-shards", type=int, default=2, help="m of the multi-shard system of --s3t-study.")
+    p.add_argument("--s3t-retrain-split", default=None, help="Split deleted before retrain() (default: the largest).")
+    p.add_argument(
+        "--no-price-recording",
+        action="store_true",
+        help="Skip the second (recorder-free) target fine-tune that prices the recorders' overhead.",
+    )
     args = p.parse_args(argv)
     root = Path(args.out or Path(__file__).parent / "results")
     if args.from_json:
@@ -261,15 +284,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = args.splits.split(",")
+    setting = SETTINGS[args.setting]
+    if args.calibration_variants:
+        setting = dataclasses.replace(setting, calibration_variants=True)
     report = run_protocol(
-        args.setting,
+        setting,
         methods=args.methods.split(",") if args.methods else None,
         out_dir=None,
         progress=True,
         evaluate=not args.no_eval,
-        price_recording=True,
+        price_recording=not args.no_price_recording,
         forget_splits=splits,
     )
+    if args.s3t_study:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from s3t_study import run_study
+
+        report["s3t_study"] = run_study(report, n_shards=args.s3t_shards, retrain_split=args.s3t_retrain_split)
     ctx = report.pop("_context")
     for key in ("_results", "_results_per_split", "rows", "details", "evaluation"):
         report.pop(key, None)  # the per-split entries hold them

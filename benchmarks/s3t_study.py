@@ -50,12 +50,18 @@ def _train(ctx: Any, cfg: Any) -> tuple[Any, float]:
     return model, time.perf_counter() - t0
 
 
-def run_study(report: dict[str, Any], n_shards: int = 2, evaluate_kwargs: dict[str, Any] | None = None) -> dict:
+def run_study(
+    report: dict[str, Any],
+    n_shards: int = 2,
+    retrain_split: str | None = None,
+    evaluate_kwargs: dict[str, Any] | None = None,
+) -> dict:
     """Run the S3T-vs-LoRA study on the context of a finished protocol run (``report["_context"]``).
 
     Args:
         report: what :func:`hf_unlearn.pipeline.run_protocol` returned (with ``evaluate=True`` and ``s3t`` run).
         n_shards: m of the multi-shard system.
+        retrain_split: the split deleted before ``retrain()`` (default: the largest).
         evaluate_kwargs: overrides of :func:`hf_unlearn.pipeline.evaluation_kwargs`.
 
     Returns:
@@ -64,20 +70,24 @@ def run_study(report: dict[str, Any], n_shards: int = 2, evaluate_kwargs: dict[s
     from dataclasses import replace
 
     from hf_unlearn.evaluation import evaluate_unlearning
-    from hf_unlearn.pipeline import evaluation_kwargs
+    from hf_unlearn.pipeline import autocast_for, evaluation_kwargs
 
     ctx = report["_context"]
     if "s3t" not in ctx.cache:
         raise ValueError("the S3T study needs a protocol run that included the 's3t' method")
     splits = list(report["splits"])
     largest = max(splits, key=lambda x: report["splits"][x]["n_forget"])
+    retrain_split = retrain_split or largest
+    if retrain_split not in splits:
+        raise ValueError(f"retrain_split {retrain_split!r} is not a split of this run: {splits}")
     out: dict[str, Any] = {"largest_split": largest, "n_shards_multi": n_shards}
 
     def evaluate(model: Any, split: str) -> dict[str, Any]:
         ctx.use_split(split)
         kw = {**evaluation_kwargs(ctx), **(evaluate_kwargs or {})}
         gold = report["splits"][split]["evaluation"]["gold"]
-        return _utility_row(evaluate_unlearning(model, ctx.tokenizer, ctx.bench, reference=gold, **kw))
+        with autocast_for(ctx, model):
+            return _utility_row(evaluate_unlearning(model, ctx.tokenizer, ctx.bench, reference=gold, **kw))
 
     # --- m = 1: the protocol's system -------------------------------------------------------------------------
     trained, train_s = ctx.cache["s3t"]
@@ -100,19 +110,19 @@ def run_study(report: dict[str, Any], n_shards: int = 2, evaluate_kwargs: dict[s
             "dead_shards": entry["details"].get("s3t", {}).get("dead_shards"),
             **(_utility_row(ev) if ev else {"error": entry["rows"]["s3t"].get("error")}),
         }
-    ctx.use_split(largest)
+    ctx.use_split(retrain_split)
     deleted = copy.deepcopy(trained)
     rep = deleted.delete(list(ctx.forget["uid"]), persist=False)
     t0 = time.perf_counter()
     deleted.retrain(ctx.bench["full"])
     retrain_s = time.perf_counter() - t0
     m1["retrain"] = {
-        "split": largest,
+        "split": retrain_split,
         "prefix_lengths_before": rep.get("served_prefix_lengths"),
         "prefix_lengths_after": {str(k): v for k, v in deleted.served_prefix_lengths().items()},
         "seconds": retrain_s,
         "vs_s3t_training": retrain_s / train_s if train_s else None,
-        **evaluate(deleted, largest),
+        **evaluate(deleted, retrain_split),
     }
     del deleted
     out["m1"] = m1

@@ -5,13 +5,18 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
-from hf_unlearn.config import UnlearnConfig
+import torch
+
+from hf_unlearn.config import UnlearnConfig, unknown_option_error
 from hf_unlearn.data import UID, column, exclude_uids, load_examples, resolve_examples
 from hf_unlearn.models import check_causal_lm, load_model
 from hf_unlearn.registry import get_method
 from hf_unlearn.result import UnlearnResult
+from hf_unlearn.training.calibration import holdout_scope
+from hf_unlearn.training.guard import check_weights, weight_norm
 from hf_unlearn.utils.profiling import measure
 
 logger = logging.getLogger("hf_unlearn")
@@ -48,6 +53,59 @@ def build_config(method: str, config: Any = None, **kwargs: Any) -> tuple[Unlear
     return config, kwargs
 
 
+_DISPATCH_ARGS = ("model", "tokenizer", "forget", "retain", "method", "config", "train_dataset", "forget_split",
+                  "retain_split", "inplace")  # fmt: skip
+
+
+def method_arguments(method: str) -> list[str]:
+    """Names of the extra keyword arguments ``method``'s ``unlearn`` takes (e.g. ``base_model`` for ``retrain``).
+
+    Example:
+        >>> method_arguments("retrain")
+        ['base_model', 'model_init']
+    """
+    sig = inspect.signature(get_method(method).method_cls.unlearn)
+    skip = {"self", "model", "tokenizer", "forget", "retain"}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [n for n, p in sig.parameters.items() if n not in skip and p.kind in kinds]
+
+
+def check_options(method: str, kwargs: dict[str, Any]) -> None:
+    """Raise when a keyword is neither a config field of ``method`` nor an argument its ``unlearn`` takes.
+
+    Every method goes through this check (in :func:`unlearn`), so a misspelled option (``learnig_rate=``) is an
+    error naming the closest valid name instead of being silently ignored.
+
+    Raises:
+        UnknownOptionError (a KeyError): naming the unknown option(s), the closest valid name and the valid ones.
+    """
+    spec = get_method(method)
+    # holdout= is a dispatcher argument: it reaches every method that trains through the shared engine (calibration)
+    valid = set(spec.config_cls.field_names()) | set(method_arguments(method)) | {"holdout"}
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        raise unknown_option_error(unknown, valid, f"option for method {method!r}:", hints=_DISPATCH_ARGS)
+
+
+def _resolve(role: str, spec: Any, train_dataset: Any, split: str | None) -> Any:
+    """resolve_examples, with a clear error for a bare string that is neither a path nor a loadable dataset."""
+    if isinstance(spec, str) and not Path(spec).expanduser().exists():
+        hint = (
+            f"to {role} uids, pass a list (e.g. {role}=[{spec!r}]) together with train_dataset=; otherwise pass a "
+            "datasets.Dataset, a list of dicts, or the path of a data file or folder"
+        )
+        if train_dataset is not None and spec in set(column(resolve_examples(train_dataset, split=split), UID)):
+            raise ValueError(f"{role}={spec!r} is a single string, not a list of uids: {hint}")
+        try:
+            return resolve_examples(spec, train_dataset, split=split)
+        except ValueError as err:
+            raise ValueError(
+                f"{role}={spec!r} is a string, but no file or folder {spec!r} exists and it is not a loadable Hub "
+                f"dataset: {hint}"
+            ) from err
+    return resolve_examples(spec, train_dataset, split=split)
+
+
 def unlearn(
     model: Any,
     forget: Any,
@@ -77,7 +135,10 @@ def unlearn(
         train_dataset: the dataset the model was trained on, for uid lists and the default retain set.
         forget_split, retain_split: split names when a source has several.
         inplace: modify ``model`` in place (default, like Trainer); False works on a deep copy.
-        **kwargs: method-specific arguments (e.g. ``base_model=`` for ``retrain``).
+        **kwargs: method-specific arguments (e.g. ``base_model=`` for ``retrain``). ``holdout=``: examples of the
+            same kind the model never saw (same forms as ``forget``); it turns on calibrated early stopping for the
+            methods that train (``calibrate``, docs/calibration.md) and is embedding_ga's target; methods that
+            neither train nor take it ignore it.
 
     Returns:
         :class:`UnlearnResult` with the unlearned model, timings, peak memory and the method's report.
@@ -93,6 +154,7 @@ def unlearn(
         ['u0', 'u1']
     """
     spec = get_method(method)
+    check_options(method, kwargs)
     cfg, method_kwargs = build_config(method, config, **kwargs)
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model, loaded_tok = load_model(model)
@@ -106,10 +168,17 @@ def unlearn(
     if _is_uid_list(forget) and train_dataset is None and spec.method_cls.uids_only:
         forget_ds = load_examples({UID: [str(u) for u in forget]})
     else:
-        forget_ds = resolve_examples(forget, train_dataset, split=forget_split)
+        forget_ds = _resolve("forget", forget, train_dataset, forget_split)
     forget_uids = column(forget_ds, UID)
+    if train_dataset is not None:
+        n_train = len(train_uids := set(column(resolve_examples(train_dataset, split=retain_split), UID)))
+        if train_uids <= set(forget_uids):
+            raise ValueError(
+                f"the forget set equals the whole training set (all {n_train} examples of train_dataset): nothing "
+                "would be retained, so there is no model left to keep; forget a proper subset (or train anew)"
+            )
     if retain is not None:
-        retain_ds = resolve_examples(retain, train_dataset, split=retain_split)
+        retain_ds = _resolve("retain", retain, train_dataset, retain_split)
     elif train_dataset is not None:
         retain_ds = exclude_uids(resolve_examples(train_dataset, split=retain_split), forget_uids)
     else:
@@ -120,14 +189,36 @@ def unlearn(
             logger.warning("removing %d forget uid(s) from the retain set, e.g. %s", len(overlap), sorted(overlap)[:3])
             retain_ds = exclude_uids(retain_ds, overlap)
         if len(retain_ds) == 0:
+            if retain is not None:
+                raise ValueError(
+                    f"every example of the retain set ({len(overlap)}) is also in the forget set: the retain set is "
+                    "empty once they are removed; pass a retain set of examples to keep"
+                )
             retain_ds = None
     if spec.method_cls.needs_retain and retain_ds is None:
         raise ValueError(f"method {method!r} needs a retain set: pass retain= or train_dataset=")
     impl = spec.method_cls(cfg)
-    if train_dataset is not None and "train_dataset" in inspect.signature(impl.unlearn).parameters:
+    params = inspect.signature(impl.unlearn).parameters
+    if train_dataset is not None and "train_dataset" in params:
         method_kwargs.setdefault("train_dataset", resolve_examples(train_dataset))  # e.g. SSD's I_D over D, in order
-    with measure() as cost:
+    guarded = isinstance(model, torch.nn.Module)
+    start_norm = weight_norm(model) if guarded else None
+    holdout = method_kwargs.get("holdout")
+    if holdout is not None:
+        holdout = resolve_examples(holdout, train_dataset)
+        if "holdout" in params:
+            method_kwargs["holdout"] = holdout
+    if "holdout" not in params:
+        method_kwargs.pop("holdout", None)  # reaches the training engine through the scope below
+    with measure() as cost, holdout_scope(holdout):
         out = impl.unlearn(model, tokenizer, forget_ds, retain_ds, **method_kwargs)
+    if guarded and isinstance(out.model, torch.nn.Module):  # every method, incl. the retrain-free ones (SSD, ...)
+        check_weights(
+            out.model,
+            start_norm=start_norm,
+            max_weight_growth=getattr(cfg, "max_weight_growth", 0) or 0,
+            where=f"in {method}",
+        )
     timings = {"unlearn": cost.seconds, **out.timings}
     base_name = getattr(getattr(out.model, "config", None), "name_or_path", None)
     return UnlearnResult(

@@ -14,7 +14,72 @@ import json
 import logging
 import os
 import sys
+import traceback
+import warnings
+from pathlib import Path
 from typing import Any
+
+
+def _set_verbosity(verbose: bool) -> None:
+    """Quiet by default (one progress bar per phase and the results); ``-v`` brings logs, bars and warnings back.
+
+    Called after parsing (``--help`` never gets here, so it stays free of heavy imports); every command needs
+    transformers and datasets anyway.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("hf_unlearn").setLevel(logging.INFO if verbose else logging.WARNING)
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    if verbose:
+        transformers.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.enable_progress_bar()
+        datasets.utils.logging.set_verbosity_warning()
+        datasets.enable_progress_bars()
+        huggingface_hub.utils.enable_progress_bars()
+    else:  # no per-load "Loading weights", "adding uids", "Map" or download bars, no library chatter
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        datasets.utils.logging.set_verbosity(logging.CRITICAL)  # its parse errors come back as our one-line error
+        datasets.disable_progress_bars()
+        huggingface_hub.utils.disable_progress_bars()
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _check_output_dir(path: str | None, flag: str = "--output-dir") -> None:
+    """Fail before any work when the output folder cannot be written (a file, or under a file)."""
+    if not path:
+        return
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{flag} {path} is a file, not a folder: choose another output directory")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{flag} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise PermissionError(f"{flag} {path}: cannot write in {parent}")
+            break
 
 
 def _parse_value(text: str) -> Any:
@@ -65,6 +130,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.setting not in SETTINGS:
         raise SystemExit(f"unknown setting {args.setting!r}; choose from {sorted(SETTINGS)}")
+    _check_output_dir(args.output_dir)
     if args.threads:
         import torch
 
@@ -79,7 +145,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.evaluate and "evaluation" in report:
         from hf_unlearn.evaluation.report import markdown_report
 
-        print(markdown_report(report["evaluation"]))
+        evaluation = report["evaluation"]
+        retrain = report.get("_results", {}).get("retrain")
+        if retrain is not None and retrain.model is getattr(report.get("_context"), "gold", None):
+            # the benchmark's retrain IS the gold model: show it once (as "gold"), not also as a "retrain" row
+            evaluation = {k: v for k, v in evaluation.items() if k != "retrain"}
+        print(markdown_report(evaluation))
     print(f"total {report['total_seconds']:.1f}s" + (f"; results in {args.output_dir}" if args.output_dir else ""))
     return 0
 
@@ -88,6 +159,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from hf_unlearn.models import load_model, tiny_causal_lm
     from hf_unlearn.training import finetune
 
+    _check_output_dir(args.output_dir)
     if args.model.startswith("tiny-"):
         from hf_unlearn.data import load_examples
         from hf_unlearn.pipeline import qa_corpus
@@ -116,10 +188,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     import hf_unlearn
 
+    _check_output_dir(args.output_dir)
     cfg = {**_load_config_file(args.config), **_parse_sets(args.set)}
+    if args.forget is None and args.forget_uids is None:
+        raise ValueError("name the examples to forget: --forget DATA or --forget-uids FILE (with --train-data)")
     forget: Any = args.forget
     if args.forget_uids:
-        forget = [u.strip() for u in open(args.forget_uids).read().split() if u.strip()]
+        if not Path(args.forget_uids).is_file():
+            raise FileNotFoundError(f"--forget-uids {args.forget_uids}: no such file (a file of uids)")
+        forget = [u.strip() for u in Path(args.forget_uids).read_text().split() if u.strip()]
+        if not forget:
+            raise ValueError(f"--forget-uids {args.forget_uids} holds no uid")
+    if "disable_tqdm" in hf_unlearn.get_method(args.method).config_cls.field_names():
+        cfg.setdefault("disable_tqdm", False)  # one progress bar for the unlearning phase
     res = hf_unlearn.unlearn(
         args.model,
         forget,
@@ -169,9 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, help="Dataset: local file/folder or Hub id.")
     f.add_argument("--split", default=None)
     f.add_argument("--lora", action="store_true", help="Train a LoRA adapter instead of all weights.")
-    f.add_argument("--epochs", type=float, default=3)
-    f.add_argument("--learning-rate", type=float, default=5e-4)
-    f.add_argument("--batch-size", type=int, default=8)
+    f.add_argument("--epochs", type=_positive_float, default=3)
+    f.add_argument("--learning-rate", type=_positive_float, default=5e-4)
+    f.add_argument("--batch-size", type=_positive_int, default=8)
     f.add_argument("--output-dir", required=True)
     f.set_defaults(func=cmd_finetune)
 
@@ -215,14 +296,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, KeyError, TypeError, FileNotFoundError, ImportError) as err:
-        print(f"hf-unlearn {args.command}: error: {err}", file=sys.stderr)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with warnings.catch_warnings(), logging_redirect_tqdm():  # log lines above the progress bars, not inside
+            if not args.verbose:
+                for category in (FutureWarning, DeprecationWarning):
+                    warnings.filterwarnings("ignore", category=category)
+            _set_verbosity(args.verbose)
+            return int(args.func(args) or 0)
+    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and type(err).__name__ != "DivergenceError":
+            raise  # an unexpected failure: keep its traceback
+        if args.verbose:
+            traceback.print_exc()
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"hf-unlearn {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -17,7 +17,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,8 @@ def check_range(
     """Raise ValueError naming ``name`` when ``value`` is outside [lo, hi] (or the open variants)."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -38,6 +42,33 @@ def check_choice(name: str, value: Any, choices: tuple | list) -> None:
     """Raise ValueError naming ``name`` and the valid choices when ``value`` is not one of them."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+class UnknownOptionError(KeyError):
+    """An option name that nothing accepts; the message suggests the closest valid name.
+
+    A ``KeyError`` (unknown key) whose ``str()`` is the plain message (not its repr).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown_option_error(
+    unknown: list[str] | set[str], valid: list[str] | set[str], what: str, hints: tuple[str, ...] = ()
+) -> UnknownOptionError:
+    """An :class:`UnknownOptionError` for ``unknown`` names of ``what``, suggesting the closest of ``valid``.
+
+    Example:
+        >>> print(unknown_option_error(["learnig_rate"], ["learning_rate", "seed"], "UnlearnConfig option"))
+        unknown UnlearnConfig option 'learnig_rate' (did you mean 'learning_rate'?); valid options: learning_rate, seed
+    """
+    parts = []
+    pool = [str(v) for v in valid] + [str(h) for h in hints]  # hints: suggested, not listed (e.g. train_dataset)
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(str(name), pool, n=1, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return UnknownOptionError(f"unknown {what} {', '.join(parts)}; valid options: {', '.join(sorted(valid))}")
 
 
 @dataclass
@@ -64,9 +95,17 @@ class UnlearnConfig:
         },
     )
     bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU)."})
+    max_weight_growth: float = field(
+        default=100.0,
+        metadata={
+            "help": "Divergence guard: stop (DivergenceError, nothing saved) when the weight norm grows more than "
+            "this factor over the run; non-finite loss, gradients or weights always stop it. 0: no growth check."
+        },
+    )
     output_dir: str | None = field(default=None, metadata={"help": "Trainer scratch directory (temp if None)."})
     logging_steps: int = field(default=10, metadata={"help": "Trainer logging interval."})
     disable_tqdm: bool = field(default=True, metadata={"help": "Hide the Trainer progress bar."})
+<<<<<<< HEAD
     training_args: dict[str, Any] | None = field(
         default=None,
         metadata={
@@ -75,6 +114,46 @@ class UnlearnConfig:
             "(learning_rate, batch size, seed, ...) are set through their own config field instead."
         },
     )
+=======
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "Calibrated early stopping (methods that train through the shared engine; see "
+            "docs/calibration.md): stop when the forget set reaches the target and roll back, bit-exactly, to the "
+            "last state within retain_tolerance. Needs a target: holdout= (data of the same kind the model never "
+            "saw) or target_nll; without one, nothing changes. False: train the whole schedule."
+        },
+    )
+    calibration_criterion: str = field(
+        default="nll",
+        metadata={
+            "help": "'nll': stop when the forget-set mean NLL reaches target_nll; 'mia': stop when the Min-K%++ "
+            "AUC of forget vs holdout reaches 0.5 + mia_epsilon (needs holdout=)."
+        },
+    )
+    target_nll: float | None = field(
+        default=None,
+        metadata={
+            "help": "Target forget-set mean NLL (nats per token). None: the mean NLL of the `holdout=` dataset under "
+            "the model before unlearning."
+        },
+    )
+    retain_tolerance: float | None = field(
+        default=0.5,
+        metadata={
+            "help": "Stop when the retain mean NLL rises more than this (nats per token) above its starting value, "
+            "and restore the last checked state within it. None disables the check."
+        },
+    )
+    eval_every: int = field(default=1, metadata={"help": "Check the stopping rule every this many optimizer steps."})
+    mia_epsilon: float = field(
+        default=0.05, metadata={"help": "calibration_criterion='mia': stop once the AUC is <= 0.5 + mia_epsilon."}
+    )
+    calibration_tokens: int = field(
+        default=2048,
+        metadata={"help": "Token budget of each calibration evaluation set (forget, retain sample, holdout)."},
+    )
+>>>>>>> main
 
     def __post_init__(self) -> None:
         check_range("learning_rate", self.learning_rate, 0, lo_open=True)
@@ -88,7 +167,23 @@ class UnlearnConfig:
         check_range("max_grad_norm", self.max_grad_norm, 0)
         check_range("max_length", self.max_length, 2)
         check_choice("template", self.template, ("plain", "chat"))
+<<<<<<< HEAD
         check_training_args(self.training_args)
+=======
+        if self.max_weight_growth != 0:
+            check_range("max_weight_growth", self.max_weight_growth, 1, lo_open=True)
+        if not isinstance(self.calibrate, bool):
+            raise ValueError(f"calibrate must be True or False, got {self.calibrate!r}")
+        check_choice("calibration_criterion", self.calibration_criterion, ("nll", "mia"))
+        if self.target_nll is not None:
+            check_range("target_nll", self.target_nll, 0)
+        if self.retain_tolerance is not None:
+            check_range("retain_tolerance", self.retain_tolerance, 0)
+        if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 1:
+            raise ValueError(f"eval_every must be an int >= 1, got {self.eval_every!r}")
+        check_range("mia_epsilon", self.mia_epsilon, 0, 0.5)
+        check_range("calibration_tokens", self.calibration_tokens, 1)
+>>>>>>> main
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of the fields (a LoraConfig becomes its dict)."""
@@ -109,7 +204,7 @@ class UnlearnConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise KeyError(f"unknown {cls.__name__} option(s) {unknown}; valid options: {sorted(names)}")
+            raise unknown_option_error(unknown, names, f"{cls.__name__} option")
         return cls(**values)
 
     @classmethod

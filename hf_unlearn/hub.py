@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 import socket
@@ -146,6 +147,28 @@ def unlearned_metadata(result: Any, save_format: str, **extra: Any) -> dict[str,
     }
 
 
+def warn_if_local_tokenizer(tokenizer: Any, where: str | os.PathLike) -> bool:
+    """Log a warning when ``tokenizer`` was trained by hf_unlearn on local text (its vocabulary may hold words of a
+    forget set it saw: unlearning changes the model, not the tokenizer). Returns whether it warned.
+
+    Example:
+        >>> warn_if_local_tokenizer(object(), "out")
+        False
+    """
+    from hf_unlearn.models import LOCAL_TOKENIZER_MARK
+
+    if not (getattr(tokenizer, "init_kwargs", None) or {}).get(LOCAL_TOKENIZER_MARK):
+        return False
+    logging.getLogger("hf_unlearn").warning(
+        "saving a tokenizer that hf_unlearn trained on local text to %s: if that text included the forget set, its "
+        "vocabulary still holds forget-set words (unlearning changes the model, not the tokenizer). Train the "
+        "tokenizer on text without any data that may be forgotten, or ship the base model's tokenizer; see "
+        "docs/privacy.md",
+        where,
+    )
+    return True
+
+
 def save_unlearned(
     result: Any,
     save_directory: str | os.PathLike,
@@ -219,6 +242,7 @@ def write_unlearned(
     save_format, model_hash = _write_model(result.model, tmp, merge, shard)
     if tok is not None:
         tok.save_pretrained(tmp)
+        warn_if_local_tokenizer(tok, tmp)
     meta = unlearned_metadata(result, save_format, model_sha256=model_hash, weights_sha256=folder_weights_hash(tmp))
     if metrics is not None:
         meta["metrics"] = summarize_evaluation(metrics)

@@ -329,6 +329,7 @@ def render_model_card(
     repo_id: str | None = None,
     note: str | None = None,
     license: str | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> Any:
     """Render the model card of an unlearned model as a ``huggingface_hub.ModelCard``.
 
@@ -348,6 +349,8 @@ def render_model_card(
         repo_id: the Hub repo the card is for (used in the loading snippet).
         note: an optional note printed at the top (e.g. that the numbers are illustrative).
         license: the card's license field.
+        calibration: the calibrated early stopping report (``result.details["calibration"]``): the card states
+            the criterion and where it stopped.
 
     Returns:
         ``huggingface_hub.ModelCard``; ``str(card)`` is the README.md text.
@@ -430,6 +433,23 @@ def render_model_card(
         load_snippet=snippet,
         versions=sorted(vers.items()),
         date=date or _dt.datetime.now(_dt.timezone.utc).date().isoformat(),
+        stopping=_stopping_line(calibration),
+    )
+
+
+def _stopping_line(cal: dict[str, Any] | None) -> str | None:
+    """One line for the card: the calibration criterion and where it stopped."""
+    if not cal:
+        return None
+    if cal.get("criterion") == "mia":
+        rule = f"Min-K%++ AUC of forget vs holdout <= {0.5 + (cal.get('mia_epsilon') or 0):.2f}"
+    else:
+        rule = f"forget NLL >= {_fmt(cal.get('target_nll'))} ({cal.get('target_source')})"
+    tol = cal.get("retain_tolerance")
+    tol_txt = f", retain NLL within +{_fmt(tol)} of its start" if tol is not None else ""
+    return (
+        f"calibrated: {rule}{tol_txt}; stopped after step {cal.get('stopped_at_step')} "
+        f"({cal.get('stop_reason')}), kept step {cal.get('kept_step')}"
     )
 
 
@@ -473,5 +493,6 @@ def model_card_from_result(
         gold_metrics=gold_metrics,
         save_format=save_format,
         timings=result.timings,
+        calibration=kwargs.pop("calibration", (result.details or {}).get("calibration")),
         **kwargs,
     )

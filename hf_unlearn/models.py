@@ -33,11 +33,19 @@ CHAT_TEMPLATE = (
 _BLOCK_RE = re.compile(r"(?:^|\.)(?:h|layers|blocks|layer)\.(\d+)(?:\.|$)")
 
 
+LOCAL_TOKENIZER_MARK = "hf_unlearn_trained_on_local_text"
+
+
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 1) -> Any:
     """Train a byte-level BPE tokenizer on local text and wrap it as a ``PreTrainedTokenizerFast``.
 
     Special tokens: ``<pad>`` (pad), ``<s>`` (BOS, prepended), ``</s>`` (EOS), ``<unk>``, and two chat-role tokens;
     a minimal chat template is set so ``template="chat"`` works offline.
+
+    Privacy: the vocabulary is learned from ``texts``. Train it on text that excludes anything that may later be
+    forgotten: a tokenizer trained on a later forget set keeps that set's words as tokens, and unlearning the model
+    does not change the tokenizer. The tokenizer is marked (``LOCAL_TOKENIZER_MARK`` in ``tokenizer_config.json``),
+    and :func:`hf_unlearn.save_unlearned` warns when it saves one next to an unlearned model.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -64,6 +72,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_freque
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
     fast.chat_template = CHAT_TEMPLATE
+    fast.init_kwargs[LOCAL_TOKENIZER_MARK] = True  # saved with the tokenizer: save_unlearned warns about it
     return fast
 
 
@@ -241,7 +250,17 @@ def load_model(
         )
         tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
     else:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+        if not path.exists() and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
+            raise FileNotFoundError(f"model path {name} does not exist (not a local folder, and not a Hub id)")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+        except OSError as err:
+            if path.exists():
+                raise
+            raise FileNotFoundError(
+                f"model {name!r} is not a local folder, and it could not be loaded from the Hugging Face Hub or its "
+                f"cache ({str(err).splitlines()[0]})"
+            ) from err
         tokenizer = AutoTokenizer.from_pretrained(name)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -58,6 +58,12 @@ class Setting:
     eval_gradnorm: bool = True
     eval_retain_max_items: int | None = 200
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Also run every calibrated method with calibrate=False, as row "<method>-nocal" (docs/calibration.md).
+    calibration_variants: bool = False
+    # bf16 autocast for fine-tuning, the methods that train through a Trainer, and evaluation (CPU with AVX512-BF16
+    # or a GPU); weights stay fp32, and the retrain-free methods (SSD, embedding_ga, partial_amnesiac) run fp32.
+    bf16: bool = False
+    eval_batch_size: int = 32
 
     @property
     def retain_split(self) -> str:
@@ -98,6 +104,35 @@ SETTINGS: dict[str, Setting] = {
         max_length=128,
         hidden_size=576,
         num_layers=30,
+    ),
+    # The full protocol on the real pretrained SmolLM2-135M-Instruct on 2 CPU cores (`make install-smollm2`), sized
+    # to finish within an hour with every method and the full metric suite: 20 fictitious authors x 5 QA (forget10 =
+    # 2 authors, forget05 = forget01 = 1 author), LoRA r32 on every linear layer, bf16 autocast.
+    "cpu-smollm2": Setting(
+        "cpu-smollm2",
+        n_authors=20,
+        qa_per_author=5,
+        model_name="smollm2-135m-offline",
+        lora={"r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "target_modules": "all-linear"},
+        ft_epochs=4,
+        ft_lr=5e-4,
+        ft_batch_size=16,
+        max_length=96,
+        hidden_size=576,
+        num_layers=30,
+        eval_max_new_tokens=32,
+        eval_gradnorm=False,
+        eval_retain_max_items=24,
+        eval_batch_size=16,
+        bf16=True,
+        method_overrides={
+            # S3T against the plain LoRA fine-tune (the target): the same LoRA config and epochs per stage.
+            "s3t": {
+                "n_slices": 2,
+                "num_epochs": 4,
+                "lora": {"r": 32, "lora_alpha": 64, "lora_dropout": 0.05},
+            },
+        },
     ),
 }
 
@@ -191,12 +226,48 @@ def _posthoc(method: str, **defaults: Any) -> MethodRunner:
     import hf_unlearn
 
     def run(ctx: Context):
-        cfg = {**defaults, "max_length": ctx.setting.max_length, **ctx.overrides(method)}
+        cfg = {**defaults, "max_length": ctx.setting.max_length, **bf16_option(method, ctx), **ctx.overrides(method)}
         return hf_unlearn.unlearn(
-            copy.deepcopy(ctx.target), ctx.forget, ctx.retain, method=method, tokenizer=ctx.tokenizer, **cfg
+            copy.deepcopy(ctx.target),
+            ctx.forget,
+            ctx.retain,
+            method=method,
+            tokenizer=ctx.tokenizer,
+            holdout=ctx.holdout,  # calibrated early stopping (docs/calibration.md); calibrate=False turns it off
+            **cfg,
         )
 
     return MethodRunner(run=run, defaults=defaults)
+
+
+NOCAL = "-nocal"
+
+
+def bf16_option(method: str, ctx: Context) -> dict[str, Any]:
+    """``{"bf16": True}`` when the setting asks for bf16 and ``method``'s config has that option, else ``{}``."""
+    from hf_unlearn.registry import get_method
+
+    if ctx.setting.bf16 and "bf16" in get_method(method).config_cls.field_names():
+        return {"bf16": True}
+    return {}
+
+
+def was_calibrated(result: Any) -> bool:
+    """Whether an unlearning result stopped by calibration (its own report, or one of RUM's groups')."""
+    d = getattr(result, "details", None) or {}
+    groups = [g for g in d.get("groups", []) if isinstance(g, dict)]
+    return "calibration" in d or any(g.get("calibration") is not None for g in groups)
+
+
+def run_uncalibrated(runner: MethodRunner, ctx: Context, method: str) -> Any:
+    """``runner`` with ``calibrate=False`` for ``method`` (the ``"<method>-nocal"`` row of calibration_variants)."""
+    s = ctx.setting
+    overrides = {**s.method_overrides, method: {**ctx.overrides(method), "calibrate": False}}
+    ctx.setting = replace(s, method_overrides=overrides)
+    try:
+        return runner.run(ctx)
+    finally:
+        ctx.setting = s
 
 
 def _retrain_runner() -> MethodRunner:
@@ -300,11 +371,12 @@ def _s3t_runner() -> MethodRunner:
                 "max_length": s.max_length,
                 "seed": s.seed,
                 **defaults,
+                **bf16_option("s3t", ctx),
                 **ctx.overrides("s3t"),
             }
         )
         t0 = time.perf_counter()
-        model = S3TModel.train(copy.deepcopy(ctx.base_model), ctx.tokenizer, ctx.bench["full"], cfg)
+        model = S3TModel.from_training(copy.deepcopy(ctx.base_model), ctx.tokenizer, ctx.bench["full"], cfg)
         return model, time.perf_counter() - t0
 
     return MethodRunner(run=run, defaults=defaults)
@@ -476,6 +548,7 @@ def prepare(
         seed=s.seed,
         lora=s.lora,
         disable_tqdm=not progress,
+        bf16=s.bf16,
     )
     ctx = Context(setting=s, bench=bench, tokenizer=tok, base_model=base, finetune_kwargs=ft_kwargs, workdir=workdir)
     runners = builtin_runners()
@@ -498,12 +571,13 @@ def prepare(
 
 
 def nll_row(model: Any, ctx: Context) -> dict[str, float]:
-    s = ctx.setting
-    return {
-        "forget_nll": mean_answer_nll(model, ctx.tokenizer, ctx.forget, s.max_length),
-        "retain_nll": mean_answer_nll(model, ctx.tokenizer, ctx.retain, s.max_length),
-        "holdout_nll": mean_answer_nll(model, ctx.tokenizer, ctx.holdout, s.max_length),
-    }
+    with autocast_for(ctx, model):
+        s = ctx.setting
+        return {
+            "forget_nll": mean_answer_nll(model, ctx.tokenizer, ctx.forget, s.max_length),
+            "retain_nll": mean_answer_nll(model, ctx.tokenizer, ctx.retain, s.max_length),
+            "holdout_nll": mean_answer_nll(model, ctx.tokenizer, ctx.holdout, s.max_length),
+        }
 
 
 def run_protocol(
@@ -554,8 +628,22 @@ def run_protocol(
             "gold (retrain)": {**nll_row(ctx.gold, ctx), "unlearn_seconds": ctx.gold_ft.wall_time},
         }
         results: dict[str, Any] = {}
-        for m in tqdm(methods, desc=f"unlearning {split}", disable=not progress):
-            res = runners[m].run(ctx)
+        queue = [(m, m) for m in methods]
+        for m, base in tqdm(queue, desc=f"unlearning {split}", disable=not progress):
+            try:
+                res = runners[base].run(ctx) if m == base else run_uncalibrated(runners[base], ctx, base)
+            except Exception as err:  # one failing method is a row of the report, not the end of a long run
+                logger.error("%s failed on %s: %s: %s", m, split, type(err).__name__, err)
+                rows[m] = {
+                    "forget_nll": float("nan"),
+                    "retain_nll": float("nan"),
+                    "holdout_nll": float("nan"),
+                    "unlearn_seconds": None,
+                    "error": f"{type(err).__name__}: {err}",
+                }
+                continue
+            if m == base and s.calibration_variants and was_calibrated(res):
+                queue.insert(queue.index((m, base)) + 1, (m + NOCAL, base))
             try:
                 row = nll_row(res.model, ctx)
             except RuntimeError as err:  # e.g. an S3T system whose every shard was cut: a result, not a crash
@@ -619,29 +707,52 @@ def _short(details: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in details.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def _evaluate_all(ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
-    from hf_unlearn.evaluation import evaluate_unlearning
-
+def evaluation_kwargs(ctx: Context) -> dict[str, Any]:
+    """The :func:`~hf_unlearn.evaluation.evaluate_unlearning` options of the setting, for the split being served."""
     s = ctx.setting
     retain_split, holdout_split = paired_splits(ctx.forget_split)
-    kw = dict(
+    return dict(
         forget_split=ctx.forget_split,
         retain_split=retain_split,
         holdout_split=holdout_split,
         max_new_tokens=s.eval_max_new_tokens,
-        batch_size=32,
+        batch_size=s.eval_batch_size,
         gradnorm=s.eval_gradnorm,
         retain_max_items=s.eval_retain_max_items,
     )
-    gold = evaluate_unlearning(ctx.gold, ctx.tokenizer, ctx.bench, skip_forget_quality=True, **kw)
-    out = {"gold": gold, "target": evaluate_unlearning(ctx.target, ctx.tokenizer, ctx.bench, reference=gold, **kw)}
+
+
+def autocast_for(ctx: Context, model: Any = None) -> Any:
+    """bf16 autocast on the model's device when the setting asks for it (evaluation), else a no-op context."""
+    import contextlib
+
+    if not ctx.setting.bf16:
+        return contextlib.nullcontext()
+    model = model if model is not None else ctx.target
+    device = next(model.parameters()).device.type if hasattr(model, "parameters") else "cpu"
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def _evaluate_all(ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
+    from hf_unlearn.evaluation import evaluate_unlearning
+
+    kw = evaluation_kwargs(ctx)
+    with autocast_for(ctx):
+        gold = evaluate_unlearning(ctx.gold, ctx.tokenizer, ctx.bench, skip_forget_quality=True, **kw)
+        target = evaluate_unlearning(ctx.target, ctx.tokenizer, ctx.bench, reference=gold, **kw)
+    out = {"gold": gold, "target": target}
     for m, res in results.items():
         # An S3T ensemble toggles which adapters are live inside every forward, so per-sample parameter
         # gradients (the GradNorm attack) are not defined for it: that attack is reported as not applicable.
         gradnorm_ok = type(res.model).__name__ != "S3TModel"
-        out[m] = evaluate_unlearning(
-            res.model, ctx.tokenizer, ctx.bench, reference=gold, **{**kw, "gradnorm": kw["gradnorm"] and gradnorm_ok}
-        )
+        with autocast_for(ctx):
+            out[m] = evaluate_unlearning(
+                res.model,
+                ctx.tokenizer,
+                ctx.bench,
+                reference=gold,
+                **{**kw, "gradnorm": kw["gradnorm"] and gradnorm_ok},
+            )
         if kw["gradnorm"] and not gradnorm_ok:
             out[m].setdefault("notes", []).append("GradNorm MIA not applicable to an S3T ensemble")
     return out
@@ -650,7 +761,10 @@ def _evaluate_all(ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
 def markdown_table(report: dict[str, Any]) -> str:
     """A markdown table of the NLL/time rows of a :func:`run_protocol` report."""
     lines = ["| model | forget NLL | retain NLL | holdout NLL | unlearn time (s) |", "|---|---|---|---|---|"]
+    gold = report["rows"].get("gold (retrain)")
     for name, r in report["rows"].items():
+        if name == "retrain" and gold and all(r.get(k) == v for k, v in gold.items()):
+            continue  # the benchmark's retrain IS the gold fine-tune (same model): show it once, as the gold row
         t = r.get("unlearn_seconds")
         lines.append(
             f"| {name} | {r['forget_nll']:.3f} | {r['retain_nll']:.3f} | {r['holdout_nll']:.3f} | "

@@ -135,6 +135,8 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     for key, default in TOP_KEYS.items():
         value = raw.get(key, copy.deepcopy(default))
         if isinstance(default, dict) and key not in ("method_config", "model"):
+            if not isinstance(value, dict):
+                raise ValueError(f"recipe value {key} must be a mapping of {sorted(default)}, got {value!r}")
             bad = sorted(set(value) - set(default))
             if bad:
                 raise KeyError(f"unknown {key} option(s) {bad}; valid options: {sorted(default)}")
@@ -142,7 +144,82 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         recipe[key] = value
     if not recipe["method"]:
         raise ValueError("the recipe names no method (set `method:`); see `hf-unlearn methods`")
+    check_recipe(recipe)
     return recipe
+
+
+_FLOAT_KEYS = {"num_epochs", "learning_rate"}  # numbers that may be written as ints or floats
+
+
+def _check_value(where: str, value: Any, default: Any) -> None:
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        want = "true or false"
+    elif isinstance(default, (int, float)) and (isinstance(default, float) or where.rsplit(".", 1)[-1] in _FLOAT_KEYS):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        want = "a number"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "an integer"
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+        want = "a string"
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+        want = "a mapping"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"recipe value {where} must be {want}, got {value!r} ({type(value).__name__})")
+
+
+def check_recipe(recipe: dict[str, Any]) -> None:
+    """Check every value's type, the method's name and its ``method_config`` BEFORE anything trains.
+
+    Raises:
+        ValueError: a value of the wrong type or out of range (naming the key and the value), an unknown method.
+        KeyError: an unknown ``method_config`` option (suggesting the closest valid name).
+    """
+    for key, default in TOP_KEYS.items():
+        value = recipe[key]
+        if isinstance(default, dict) and key not in ("method_config", "model"):
+            _check_value(key, value, default)
+            for sub, sub_default in default.items():
+                _check_value(f"{key}.{sub}", value[sub], sub_default)
+        elif key in ("model", "method_config"):
+            if not isinstance(value, dict):
+                raise ValueError(f"recipe value {key} must be a mapping, got {value!r}")
+        elif key == "method":
+            if not isinstance(value, str):
+                raise ValueError(f"recipe value method must be a method name, got {value!r}")
+        else:
+            _check_value(key, value, default)
+    if recipe["num_threads"] is not None and (
+        not isinstance(recipe["num_threads"], int) or isinstance(recipe["num_threads"], bool)
+    ):
+        raise ValueError(f"recipe value num_threads must be an integer or null, got {recipe['num_threads']!r}")
+    from hf_unlearn.api import build_config, check_options
+    from hf_unlearn.pipeline import paired_splits
+    from hf_unlearn.registry import get_method
+
+    paired_splits(recipe["benchmark"]["forget_split"])
+    ft = recipe["finetune"]
+    for name, lo in (("num_epochs", 0), ("learning_rate", 0), ("batch_size", 0)):
+        if ft[name] <= lo:
+            raise ValueError(f"recipe value finetune.{name} must be > {lo}, got {ft[name]}")
+    spec = get_method(recipe["method"])  # ValueError listing the valid names
+    # options of the method's training-time recorder (e.g. partial_amnesiac's kappa): its runner hands them over
+    recorder_keys = set(getattr(sys.modules[spec.method_cls.__module__], "RECORDING_KEYS", ()))
+    mcfg = {
+        k: v for k, v in recipe["method_config"].items() if k != "per_device_batch_size" and k not in recorder_keys
+    }
+    check_options(recipe["method"], mcfg)
+    try:
+        build_config(recipe["method"], None, **mcfg)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"recipe method_config of {recipe['method']!r}: {err}") from err
 
 
 def per_device(global_batch: int, per_device_batch: int | None, world: int) -> tuple[int, int]:

@@ -31,7 +31,10 @@ def test_finetune_is_deterministic(qa_rows, qa_texts):
         outs.append(hf_unlearn.finetune(model, tok, qa_rows[:8], num_epochs=1, batch_size=4, seed=5))
     for (n, a), (_, b) in zip(outs[0].model.named_parameters(), outs[1].model.named_parameters()):
         assert torch.equal(a, b), n
-    assert outs[0].steps == 2 and outs[0].tokens > 0 and outs[0].wall_time > 0
+    assert outs[0].steps == 2 and outs[0].wall_time > 0
+    # tokens = non-padding input tokens of one pass over the 8 examples (independently counted)
+    tok = hf_unlearn.tiny_causal_lm("gpt2", texts=qa_texts, vocab_size=300, hidden_size=32, num_layers=1)[1]
+    assert outs[0].tokens == sum(len(ids) for ids in tokenize_qa(load_examples(qa_rows[:8]), tok)["input_ids"])
 
 
 @pytest.mark.parametrize(
@@ -66,6 +69,26 @@ def test_loss_baselines_raise_forget_nll(tiny_llama_trained, qa_rows, method, kw
     assert res.memory["peak_rss_mib"] > 0
     # inplace=False left the original untouched
     assert mean_nll(model, tok, forget_rows) == pytest.approx(before, abs=1e-6)
+
+
+def test_retain_term_and_npo_weighting_change_the_result(tiny_llama_trained, qa_rows):
+    """Raising the forget NLL alone would let a broken grad_diff (retain term ignored) or a broken npo (plain
+    ascent) pass the test above. Same settings, same data order: grad_diff must keep the retain NLL lower than
+    grad_ascent, and npo (whose per-example weight shrinks as the forget NLL rises) must raise the forget NLL less."""
+    model, tok = tiny_llama_trained
+    forget_rows = [r for r in qa_rows if r["uid"] in FORGET]
+    retain_rows = [r for r in qa_rows if r["uid"] not in FORGET]
+    kw = dict(tokenizer=tok, train_dataset=qa_rows, inplace=False, num_epochs=3, learning_rate=1e-2, batch_size=4)
+    out = {}
+    for name, method, extra in (
+        ("ga", "grad_ascent", {}),
+        ("gd", "grad_diff", {"retain_loss": "nll"}),
+        ("npo", "npo", {"retain_loss": "none"}),
+    ):
+        m = hf_unlearn.unlearn(model, FORGET, method=method, **kw, **extra).model
+        out[name] = (mean_nll(m, tok, forget_rows), mean_nll(m, tok, retain_rows))
+    assert out["gd"][1] < out["ga"][1] - 1.0, out  # the retain term protects the retain set
+    assert out["npo"][0] < out["ga"][0] - 0.2, out  # NPO's bounded loss slows the divergence (measured: ~0.5)
 
 
 @pytest.mark.parametrize("method", ["grad_ascent", "grad_diff", "npo"])

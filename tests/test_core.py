@@ -1,6 +1,7 @@
 """Registry, configs, the unlearn() dispatcher's input checks."""
 
 import pytest
+import torch
 
 import hf_unlearn
 from hf_unlearn.config import UnlearnConfig
@@ -87,3 +88,131 @@ def test_unlearn_input_errors(tiny_llama_trained, qa_rows):
         hf_unlearn.unlearn(model, qa_rows[:2], method="grad_diff", tokenizer=tok)
     with pytest.raises(ValueError, match="tokenizer"):
         hf_unlearn.unlearn(model, qa_rows[:2], method="grad_ascent")
+
+
+# ------------------------------------------------------------------------------------------------ unknown options
+@pytest.mark.parametrize("method", list_methods())
+def test_misspelled_option_is_an_error_for_every_method(method, tiny_llama_trained, qa_rows):
+    model, tok = tiny_llama_trained
+    with pytest.raises(KeyError) as err:  # before any work: the model is untouched
+        hf_unlearn.unlearn(model, qa_rows[:2], method=method, tokenizer=tok, learnig_rate=1e-3)
+    msg = str(err.value)
+    assert "unknown option for method" in msg and "'learnig_rate' (did you mean 'learning_rate'?)" in msg
+    assert not msg.startswith("'")  # the plain message, not a KeyError repr
+
+
+def test_config_from_dict_suggests_the_closest_name():
+    with pytest.raises(KeyError, match=r"'lerning_rate' \(did you mean 'learning_rate'\?\)"):
+        UnlearnConfig.from_dict({"lerning_rate": 1e-3})
+
+
+# ------------------------------------------------------------------------------------------------ divergence guard
+def _tiny(qa_texts):
+    return hf_unlearn.tiny_causal_lm("llama", texts=qa_texts, vocab_size=300, hidden_size=32, num_layers=1)
+
+
+@pytest.mark.parametrize("method", ["grad_ascent", "npo", "partial_grad_ascent"])
+def test_exploding_weights_stop_every_training_method(method, qa_rows, qa_texts):
+    from hf_unlearn.training.guard import DivergenceError
+
+    model, tok = _tiny(qa_texts)
+    with pytest.raises(DivergenceError) as err:  # lr=1e6 used to blow the weights up to ~1e6, unnoticed
+        hf_unlearn.unlearn(model, ["u001", "u002"], method=method, tokenizer=tok, train_dataset=qa_rows,
+                           learning_rate=1e6, num_epochs=2)  # fmt: skip
+    assert err.value.step == 1 and err.value.what == "weights"
+    assert "diverged at step 1" in str(err.value) and "max_weight_growth=100" in str(err.value)
+    assert "not saved" in str(err.value)
+
+
+def test_non_finite_training_is_stopped_in_finetune(qa_rows, qa_texts):
+    from hf_unlearn.training.guard import DivergenceError
+
+    model, tok = _tiny(qa_texts)
+    with pytest.raises(DivergenceError) as err:  # lr=1e30 used to give all-NaN weights, a finite loss and rc 0
+        hf_unlearn.finetune(model, tok, qa_rows, num_epochs=3, learning_rate=1e30, max_weight_growth=0)
+    # step 1 moves the weights to ~1e30 (finite: the growth check is off); step 2's loss is NaN
+    assert (err.value.what, err.value.step) == ("loss", 2)
+    assert "training diverged at step 2: the loss is nan" in str(err.value)
+
+
+def test_guard_rollback_restores_the_last_finite_weights(qa_rows, qa_texts):
+    from hf_unlearn.training.guard import DivergenceError, DivergenceGuard
+
+    model, tok = _tiny(qa_texts)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(DivergenceError, match="rolled back to step 0"):
+        hf_unlearn.finetune(model, tok, qa_rows, num_epochs=1, learning_rate=1e6,
+                            callbacks=[DivergenceGuard(rollback=True)])  # fmt: skip
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[n]), n
+
+
+def test_retrain_free_methods_are_checked_after_they_ran(qa_rows, qa_texts):
+    """A method without a training loop (SSD, embedding_ga, partial_amnesiac...) is checked by unlearn() itself."""
+    from hf_unlearn import registry
+    from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
+    from hf_unlearn.training.guard import DivergenceError
+
+    class Corrupting(UnlearningMethod):
+        def unlearn(self, model, tokenizer, forget, retain=None, **kwargs):
+            with torch.no_grad():
+                next(model.parameters())[0, 0] = float("nan")
+            return MethodOutput(model=model)
+
+    register_method("test_corrupting", UnlearnConfig, Corrupting)
+    try:
+        model, tok = _tiny(qa_texts)
+        with pytest.raises(DivergenceError, match="diverged in test_corrupting: 1 non-finite value"):
+            hf_unlearn.unlearn(model, qa_rows[:2], method="test_corrupting", tokenizer=tok)
+    finally:
+        registry._REGISTRY.pop("test_corrupting", None)
+
+
+def test_check_weights_growth_is_relative_to_the_start():
+    from hf_unlearn.training.guard import DivergenceError, check_weights, weight_norm
+
+    m = torch.nn.Linear(4, 4)
+    start = weight_norm(m)
+    with torch.no_grad():
+        m.weight.mul_(50.0)
+    check_weights(m, start_norm=start, max_weight_growth=100.0)  # 50x < 100x: fine
+    with pytest.raises(DivergenceError, match="grew from"):
+        check_weights(m, start_norm=start, max_weight_growth=10.0)
+    check_weights(m, start_norm=start, max_weight_growth=0)  # growth check off: finite is enough
+    with torch.no_grad():
+        m.weight.mul_(1e30)  # huge but finite: the norm is computed without overflow
+    with pytest.raises(DivergenceError, match="grew from"):
+        check_weights(m, start_norm=start)
+
+
+# ------------------------------------------------------------------------------------------------ tokenizer leak
+def test_saving_a_locally_trained_tokenizer_warns(tmp_path, qa_rows, qa_texts, caplog):
+    from transformers import AutoTokenizer
+
+    from hf_unlearn.hub import warn_if_local_tokenizer
+    from hf_unlearn.models import LOCAL_TOKENIZER_MARK
+
+    model, tok = _tiny(qa_texts)
+    res = hf_unlearn.unlearn(model, ["u001"], method="grad_ascent", tokenizer=tok, train_dataset=qa_rows, max_steps=1)
+    with caplog.at_level("WARNING", logger="hf_unlearn"):
+        hf_unlearn.save_unlearned(res, tmp_path / "out")
+    assert "tokenizer that hf_unlearn trained on local text" in caplog.text and "forget-set words" in caplog.text
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "out")  # the mark survives a save / load round trip
+    assert reloaded.init_kwargs.get(LOCAL_TOKENIZER_MARK) is True
+    reloaded.init_kwargs.pop(LOCAL_TOKENIZER_MARK)
+    assert warn_if_local_tokenizer(reloaded, tmp_path) is False  # e.g. a pretrained Hub tokenizer: no warning
+
+
+def test_guard_stops_on_non_finite_gradients():
+    from transformers import TrainerState
+
+    from hf_unlearn.training.guard import DivergenceError, DivergenceGuard
+
+    m = torch.nn.Linear(3, 2)
+    m.weight.grad = torch.zeros_like(m.weight)
+    guard = DivergenceGuard()
+    guard.on_pre_optimizer_step(None, TrainerState(global_step=4), None, model=m)  # finite: nothing happens
+    m.weight.grad[0, 1] = float("inf")
+    with pytest.raises(DivergenceError, match="at step 5: 1 non-finite gradient value") as err:
+        guard.on_pre_optimizer_step(None, TrainerState(global_step=4), None, model=m)
+    assert err.value.what == "gradients"

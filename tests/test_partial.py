@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 import hf_unlearn
-from hf_unlearn.data import load_examples
+from hf_unlearn.data import collator_for, load_examples, tokenize_any
 from hf_unlearn.methods.partial import (
     AmnesiacRecorder,
     AmnesiacRecording,
@@ -270,6 +270,23 @@ def test_partial_amnesiac_reports_shared_batches_and_retain_finetune(tmp_path):
     rec = AmnesiacRecorder(tmp_path / "rec", kappa=0.1)
     finetune(model, tok, DATA, num_epochs=2, batch_size=4, learning_rate=5e-3, callbacks=[rec])
     before = state(model)
+    # without the retain fine-tune: exactly theta - sum of the undone steps' stored (pruned, sparse) updates
+    plain = hf_unlearn.unlearn(
+        model,
+        ["u0", "u5"],
+        method="partial_amnesiac",
+        tokenizer=tok,
+        train_dataset=DATA,
+        recording=rec,
+        inplace=False,
+    ).model
+    recording = AmnesiacRecording(tmp_path / "rec")
+    want = {n: v.double().flatten() for n, v in before.items()}
+    for step in recording.steps_for(["u0", "u5"]):
+        for name, (idx, val) in recording.load_step(step).items():
+            want[name].index_add_(0, idx, -val.double())
+    for n, p in plain.named_parameters():
+        torch.testing.assert_close(p.detach().double().flatten(), want[n], atol=1e-6, rtol=0)
     res = hf_unlearn.unlearn(
         model,
         ["u0", "u5"],
@@ -282,12 +299,12 @@ def test_partial_amnesiac_reports_shared_batches_and_retain_finetune(tmp_path):
         batch_size=4,
     )
     d = res.details
-    recording = AmnesiacRecording(tmp_path / "rec")
     assert d["steps_undone"] == len(recording.steps_for(["u0", "u5"])) >= 2
     assert d["entries_undone"] == sum(recording._by_step[s]["entries"] for s in recording.steps_for(["u0", "u5"]))
     assert d["retain_uids_sharing_batches"] > 0 and 0 < d["retain_fraction_affected"] <= 1
     assert d["retain_finetune_steps"] == 2 and "retain_finetune" in res.timings
-    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    plain_state = dict(plain.named_parameters())
+    assert any(not torch.equal(plain_state[n], p) for n, p in model.named_parameters())  # the fine-tune ran
 
 
 def test_errors(tmp_path):
@@ -360,7 +377,87 @@ def test_label_flip_targets_and_method():
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
 
 
+def test_label_flip_update_is_descent_on_the_swapped_answers():
+    """partial_label_flip really trains on the WRONG answers: with plain SGD, rho = 1 and no clipping, one step is
+    exactly one descent step on the NLL of the forget questions paired with the deranged answers (reference built
+    here from the permutation and the model's own ``labels=`` loss), not on their true answers."""
+    rows = DATA[:4]
+    lr = 1e-2
+    model, tok = tiny()
+    start = state(model)
+    res = hf_unlearn.unlearn(
+        model,
+        load_examples(rows),
+        method="partial_label_flip",
+        tokenizer=tok,
+        flip="swap",
+        rho=1.0,
+        optimizer="sgd",
+        max_steps=1,
+        batch_size=4,
+        learning_rate=lr,
+        max_grad_norm=0.0,
+    )
+    perm = derangement(len(rows), seed=0)  # the config's seed
+    wrong = [{**r, "answer": rows[perm[i]]["answer"]} for i, r in enumerate(rows)]
+
+    def grad_on(examples):
+        ref, _ = tiny()
+        batch = collator_for(tok)(list(tokenize_any(load_examples(examples), tok)))
+        ref(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss.backward()
+        return {n: p.grad for n, p in ref.named_parameters()}
+
+    g_wrong, g_true = grad_on(wrong), grad_on(rows)
+    for n, p in res.model.named_parameters():
+        tol = 8 * torch.finfo(torch.float32).eps * float(start[n].abs().max()) + 1e-4 * lr * float(
+            g_wrong[n].abs().max()
+        )
+        torch.testing.assert_close(p.detach() - start[n], -lr * g_wrong[n], atol=tol, rtol=1e-3)
+    assert sum(float((g_wrong[n] - g_true[n]).abs().sum()) for n in g_wrong) > 0  # the targets really differ
+
+
 def test_partial_grad_ascent_with_retain_term():
+    """The retain term is really in the update: with plain SGD and no clipping, the update with alpha=1 minus the
+    update with alpha=0 is exactly one SGD descent step on the retain batch's token-mean NLL (computed here with the
+    model's own ``labels=`` loss), and the forget-only update is one ascent step on the forget batch's NLL."""
+    forget, retain = load_examples(DATA[:2]), load_examples(DATA[2:4])
+    lr = 1e-2
+    kw = dict(
+        tokenizer=tok_of_tiny(),
+        rho=1.0,
+        optimizer="sgd",
+        max_steps=1,
+        batch_size=2,
+        learning_rate=lr,
+        max_grad_norm=0.0,
+    )
+
+    def delta(alpha):
+        model, _ = tiny()
+        start = state(model)
+        res = hf_unlearn.unlearn(model, forget, retain=retain, method="partial_grad_ascent", alpha=alpha, **kw)
+        ulp = {n: 4 * torch.finfo(torch.float32).eps * float(v.abs().max()) for n, v in start.items()}
+        return {n: p.detach() - start[n] for n, p in res.model.named_parameters()}, res.details, ulp
+
+    def reference_grad(rows):
+        model, tok = tiny()
+        batch = collator_for(tok)(list(tokenize_any(rows, tok)))
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out.loss.backward()
+        return {n: p.grad for n, p in model.named_parameters()}
+
+    d0, info0, ulp = delta(0.0)
+    d1, info1, _ = delta(1.0)
+    g_forget, g_retain = reference_grad(forget), reference_grad(retain)
+    assert info0["masked_steps"] == info1["masked_steps"] == 0 and info0["steps"] == info1["steps"] == 1
+    for n in d0:
+        tol = 2 * ulp[n] + 1e-4 * lr * float(g_retain[n].abs().max())  # float32 rounding of p + delta
+        torch.testing.assert_close(d0[n], lr * g_forget[n], atol=tol, rtol=1e-3)  # ascent on F
+        torch.testing.assert_close(d1[n] - d0[n], -lr * g_retain[n], atol=2 * tol, rtol=1e-3)  # descent on R
+    assert sum(float((d1[n] - d0[n]).abs().sum()) for n in d0) > 0
+    # with rho < 1 the mask applies to the combined (forget + retain) gradient
     model, tok = tiny()
     res = hf_unlearn.unlearn(
         model,
@@ -377,3 +474,7 @@ def test_partial_grad_ascent_with_retain_term():
     assert res.details["masked_steps"] == 2 and res.details["rho"] == 0.2
     with pytest.raises(ValueError, match="retain"):
         hf_unlearn.unlearn(model, load_examples(DATA[:2]), method="partial_grad_ascent", tokenizer=tok, alpha=1.0)
+
+
+def tok_of_tiny():
+    return tiny()[1]

@@ -125,3 +125,32 @@ def test_two_process_cpu_run_matches_single_process(tmp_path, recipe_name, metho
     meta = json.loads((model_dir / "hf_unlearn.json").read_text())
     assert meta["method"] == method and meta["forget_set"]["size"] == s2["n_forget"]
     assert s2["push"] == sorted(p.name for p in model_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        (["--method_config.learnig_rate", "1e-3"], "'learnig_rate' (did you mean 'learning_rate'?)"),
+        (["--method_config.learning_rate", "fast"], "learning_rate must be a number, got 'fast'"),
+        (["--finetune.num_epochs", "[3]"], "finetune.num_epochs must be a number, got [3]"),
+    ],
+)
+def test_recipe_errors_come_before_any_training(script, monkeypatch, capsys, override, fragment):
+    run = script("recipes/run.py")
+
+    def must_not_run(recipe):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(run, "run", must_not_run)
+    with pytest.raises(SystemExit) as exc:
+        run.main(["--config", str(RECIPES / "baselines" / "npo.yaml"), *override])
+    assert exc.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_shipped_run_recipe_passes_the_checks(path, script):
+    run = script("recipes/run.py")
+    if path.parent.name == "accelerate" or "record" in yaml.safe_load(path.read_text()):
+        pytest.skip("not a recipes/run.py recipe")
+    run.load_recipe(path)  # types, method name and method_config validated (as before a run)

@@ -52,7 +52,7 @@ def trained_m1(request, qa_rows, qa_texts):
     """m=1, L=2, B=2 (cyclic) on a 4-block model: stage 1 = blocks 2,3; stage 2 = blocks 0,1."""
     base, tok = _base(request.param, qa_texts)
     cfg = S3TConfig(n_shards=1, n_slices=2, budget=2, **FAST)
-    return request.param, S3TModel.train(base, tok, qa_rows, cfg), tok, cfg
+    return request.param, S3TModel.from_training(base, tok, qa_rows, cfg), tok, cfg
 
 
 def test_training_touches_only_stage_blocks_and_keeps_base(trained_m1, qa_texts):
@@ -75,6 +75,10 @@ def test_training_touches_only_stage_blocks_and_keeps_base(trained_m1, qa_texts)
     assert stage_blocks(1, 2, 4) == [2, 3]  # stage 1 is the TOP-most group
 
 
+def _survivors(rows, gone):
+    return [r for r in rows if r["uid"] not in set(gone)]
+
+
 def test_delete_equals_training_only_the_surviving_prefix(trained_m1, qa_rows, qa_texts):
     arch, s3t0, tok, cfg = trained_m1
     s3t = copy.deepcopy(s3t0)
@@ -88,9 +92,11 @@ def test_delete_equals_training_only_the_surviving_prefix(trained_m1, qa_rows, q
     assert set(report["adapters_removed"]) == {"s0_q0_t2", "s0_q1_t1", "s0_q1_t2"}
     after = _logits(s3t, tok)
     assert not torch.equal(before, after)
-    # the model you would get by training only the surviving prefix [0], from scratch on a fresh base
+    # the model you would get by training only the surviving prefix [0], from scratch on a fresh base, on the
+    # SURVIVING data only (a served stage that had trained on the deleted uid would differ from it)
     fresh, _ = _base(arch, qa_texts)
-    scratch = S3TModel.train(fresh, tok, qa_rows, S3TConfig(**{**cfg.__dict__, "sequences": [[0]]}))
+    ref_cfg = S3TConfig(**{**cfg.__dict__, "sequences": [[0]]})
+    scratch = S3TModel.from_training(fresh, tok, _survivors(qa_rows, [uid]), ref_cfg)
     assert len(scratch.trainings) == 1
     assert torch.equal(after, _logits(scratch, tok))
 
@@ -123,8 +129,15 @@ def test_save_load_round_trip_after_deletion_and_export(trained_m1, qa_texts, tm
     s3t = copy.deepcopy(s3t0)
     s3t.save_pretrained(tmp_path / "s3t")
     uid = _uid_in(s3t, 0, 1)
-    s3t.delete([uid])  # persisted to the bound folder: a restart serves the same model
+    report = s3t.delete([uid])  # persisted to the bound folder: a restart serves the same model
+    assert report["persist_seconds"] > 0 and "s0_q1_t1" in report["cleanup_pending"]
+    # a crash right after delete() (before the background cleanup): the restart serves the cut model anyway
+    crashed = S3TModel.from_pretrained(tmp_path / "s3t", _base(arch, qa_texts)[0])
+    assert "s0_q1_t1" not in crashed.peft_model.peft_config
+    assert torch.equal(_logits(crashed, tok), _logits(s3t, tok))
+    s3t.flush_deletions()
     assert not (tmp_path / "s3t" / "adapters" / "s0_q1_t1").exists()
+    assert "s0_q1_t1" not in s3t.peft_model.peft_config
     fresh, _ = _base(arch, qa_texts)
     loaded = S3TModel.from_pretrained(tmp_path / "s3t", fresh)
     assert loaded.state["deleted"] == [uid] and loaded.served() == s3t.served()
@@ -149,7 +162,7 @@ def test_generate_m1(trained_m1):
 def test_prefix_tree_trains_each_distinct_prefix_once(qa_rows, qa_texts):
     base, tok = _base("llama", qa_texts, num_layers=3, hidden=16)
     cfg = S3TConfig(n_shards=1, n_slices=3, strategy="all", max_steps=1, **{**FAST, "num_epochs": 1})
-    s3t = S3TModel.train(base, tok, qa_rows, cfg)
+    s3t = S3TModel.from_training(base, tok, qa_rows, cfg)
     seqs = s3t.state["shards"]["0"]["sequences"]
     assert len(seqs) == 6
     distinct = {tuple(s[:t]) for s in seqs for t in range(1, 4)}
@@ -164,7 +177,7 @@ def test_prefix_tree_trains_each_distinct_prefix_once(qa_rows, qa_texts):
 def trained_m2(qa_rows, qa_texts):
     base, tok = _base("llama", qa_texts)
     cfg = S3TConfig(n_shards=2, n_slices=2, budget=1, **FAST)
-    return S3TModel.train(base, tok, qa_rows, cfg), tok, cfg
+    return S3TModel.from_training(base, tok, qa_rows, cfg), tok, cfg
 
 
 def test_retrain_equals_training_from_scratch_without_deleted(trained_m2, qa_rows, qa_texts):
@@ -181,7 +194,7 @@ def test_retrain_equals_training_from_scratch_without_deleted(trained_m2, qa_row
     assert not torch.equal(serving_before, _logits(s3t, tok))
     fresh, _ = _base("llama", qa_texts)
     survivors = [r for r in qa_rows if r["uid"] not in gone]
-    scratch = S3TModel.train(fresh, tok, survivors, cfg)
+    scratch = S3TModel.from_training(fresh, tok, survivors, cfg)
     assert torch.equal(_logits(s3t, tok), _logits(scratch, tok))
     assert {r["n_examples"] for r in s3t.trainings[-3:]} <= {r["n_examples"] for r in scratch.trainings}
 
@@ -256,10 +269,23 @@ def test_config_validation():
         S3TConfig(cache_hidden_states=True, cache_dtype="int8")
     base, tok = tiny_causal_lm("llama", texts=["a b c"] * 4, num_layers=2, hidden_size=16, vocab_size=280)
     with pytest.raises(ValueError, match="k\\*L <= N"):
-        S3TModel.train(base, tok, [{"uid": "a", "question": "q", "answer": "a"}], S3TConfig(n_slices=3))
+        S3TModel.from_training(base, tok, [{"uid": "a", "question": "q", "answer": "a"}], S3TConfig(n_slices=3))
 
 
 # ------------------------------------------------------------------------------------------------ sequences
+def test_bms_is_the_official_selection_and_budget_variant_is_an_option():
+    # bms(L)[:B] of the official src/inference.py (unit-weight networkx matching, one round per position)
+    official4 = [[0, 3, 2, 1], [1, 2, 3, 0], [2, 1, 0, 3], [3, 0, 1, 2]]
+    assert select_sequences("bms", 4, 4) == official4
+    assert select_sequences("bms", 4, 2) == official4[:2]
+    assert select_sequences("bms", 5, 5)[0] == [0, 4, 2, 1, 3]
+    # ours solves the matching for the B sequences themselves: a different pair for B = 2
+    assert select_sequences("bms_budget", 4, 2) == [[0, 3, 2, 1], [1, 0, 3, 2]]
+    assert select_sequences("bms", 3, 6) == select_sequences("bms_budget", 3, 6)  # B > L: no official BMS
+    with pytest.raises(ValueError, match="bms_budget"):
+        S3TConfig(strategy="bms_buget")
+
+
 def test_sequence_strategies():
     assert select_sequences("cyclic", 3, 3) == [[0, 1, 2], [2, 0, 1], [1, 2, 0]]
     assert select_sequences("cyclic", 4, 2) == [[0, 1, 2, 3], [3, 0, 1, 2]]
@@ -311,7 +337,7 @@ def test_parallel_parts_merge_equals_single_process(trained_m2, qa_rows, qa_text
     parts = []
     for j in (0, 1):  # what each rank of recipes/s3t/train_s3t.py does
         base, _ = _base("llama", qa_texts)
-        part = S3TModel.train(base, tok, qa_rows, cfg, shards=[j])
+        part = S3TModel.from_training(base, tok, qa_rows, cfg, shards=[j])
         assert part.served_prefix_lengths()[1 - j] == 0
         part.save_pretrained(tmp_path / f"rank{j}")
         parts.append(tmp_path / f"rank{j}")
@@ -334,7 +360,7 @@ def test_cached_stage_training_matches_plain_path(arch, qa_rows, qa_texts):
     runs = {}
     for cache in (False, True):
         base, tok = _base(arch, qa_texts, num_layers=3, hidden=16)
-        runs[cache] = S3TModel.train(base, tok, qa_rows, S3TConfig(cache_hidden_states=cache, **cfg))
+        runs[cache] = S3TModel.from_training(base, tok, qa_rows, S3TConfig(cache_hidden_states=cache, **cfg))
     assert [r["cached"] for r in runs[True].trainings] == [True, True]
     assert [r["cached"] for r in runs[False].trainings] == [False, False]
     plain, cached = _adapters(runs[False]), _adapters(runs[True])
@@ -353,7 +379,7 @@ def cached_m2(qa_rows, qa_texts):
     base, tok = _base("llama", qa_texts, hidden=16)
     fast = {**FAST, "max_steps": 2}
     cfg = S3TConfig(n_shards=2, n_slices=2, budget=1, layers_per_slice=1, cache_hidden_states=True, **fast)
-    return S3TModel.train(base, tok, qa_rows, cfg), tok, cfg
+    return S3TModel.from_training(base, tok, qa_rows, cfg), tok, cfg
 
 
 def test_shared_lower_blocks_ensemble_equals_naive(cached_m2):
@@ -393,6 +419,7 @@ def test_cached_retrain_on_shared_model_serves_old_chain_meanwhile_and_equals_sc
     s3t.delete(gone)
     assert s3t.served_prefix_lengths() == {0: 1, 1: 0}
     serving = _logits(s3t, tok)
+    s3t.flush_deletions()
     n_params = sum(p.numel() for p in s3t.parameters())
     thread = s3t.retrain(background=True)
     seen = 0
@@ -418,7 +445,7 @@ def test_cached_retrain_on_shared_model_serves_old_chain_meanwhile_and_equals_sc
     assert new_params == sum(p.numel() for n, p in s3t.named_parameters() if any(f".{a}." in n for a in added))
     fresh, _ = _base("llama", qa_texts, hidden=16)
     survivors = [r for r in qa_rows if r["uid"] not in gone]
-    scratch = S3TModel.train(fresh, tok, survivors, cfg)
+    scratch = S3TModel.from_training(fresh, tok, survivors, cfg)
     assert torch.equal(_logits(s3t, tok), _logits(scratch, tok))
     with pytest.raises(RuntimeError, match="already running"):
         s3t._retrain_lock.acquire()
@@ -435,14 +462,14 @@ def test_cache_refuses_a_base_with_dropout_below_the_group(qa_rows, qa_texts):
         block.mlp.dropout.p = 0.1
     cfg = S3TConfig(n_slices=1, layers_per_slice=1, cache_hidden_states=True, **FAST)
     with pytest.raises(ValueError, match="dropout"):
-        S3TModel.train(base, tok, qa_rows, cfg)
+        S3TModel.from_training(base, tok, qa_rows, cfg)
 
 
 def test_group_column_puts_each_group_in_one_slice(qa_rows, qa_texts):
     rows = [{**r, "person": f"p{i % 4}"} for i, r in enumerate(qa_rows)]
     base, tok = _base("llama", qa_texts, num_layers=2, hidden=16)
     cfg = S3TConfig(n_shards=1, n_slices=2, group_column="person", max_steps=1, **{**FAST, "num_epochs": 1})
-    s3t = S3TModel.train(copy.deepcopy(base), tok, rows, cfg)
+    s3t = S3TModel.from_training(copy.deepcopy(base), tok, rows, cfg)
     by_person = {}
     for r in rows:
         by_person.setdefault(r["person"], set()).add(tuple(s3t.state["assignment"][r["uid"]]))
@@ -451,4 +478,152 @@ def test_group_column_puts_each_group_in_one_slice(qa_rows, qa_texts):
     report = s3t.delete([r["uid"] for r in rows if r["person"] == "p0"])
     assert report["live_shards"] == [0] and s3t.served_prefix_lengths()[0] == 1
     with pytest.raises(KeyError, match="group_column"):
-        S3TModel.train(base, tok, qa_rows, cfg)
+        S3TModel.from_training(base, tok, qa_rows, cfg)
+
+
+# ------------------------------------------------------------------------------------------------ exactness (issue 15)
+def _expected_served(s3t: S3TModel, gone: list[str]) -> dict[int, list[int]]:
+    """Per shard, the slices of the sequence with the longest prefix holding no deleted uid (first on ties)."""
+    hit = {tuple(s3t.state["assignment"][u]) for u in gone}
+    out = {}
+    for j, sh in s3t.state["shards"].items():
+        best: list[int] = []
+        for seq in sh["sequences"]:
+            n = next((t for t, s in enumerate(seq) if (int(j), s) in hit), len(seq))
+            if n > len(best):
+                best = seq[:n]
+        out[int(j)] = best
+    return out
+
+
+def test_several_deletions_over_several_shards_equal_training_the_survivors(qa_rows, qa_texts):
+    """m = 2, L = 3, B = 2 (12 stages), three deletions in turn: after each, the served ensemble is bitwise the one
+    trained from scratch, on the SURVIVING examples only, for the expected surviving prefixes."""
+    fast = {**FAST, "max_steps": 2, "batch_size": 4}
+    cfg = S3TConfig(n_shards=2, n_slices=3, budget=2, layers_per_slice=1, **fast)
+    base, tok = _base("llama", qa_texts, num_layers=3, hidden=16)
+    s3t = S3TModel.from_training(base, tok, qa_rows, cfg)
+    seqs = s3t.state["shards"]["0"]["sequences"]
+    assert seqs == [[0, 1, 2], [2, 0, 1]] and len(s3t.trainings) == 12
+    gone: list[str] = []
+    for shard, slice_ in ((0, 1), (1, 0), (0, 0)):  # shard 0 -> [0] then [2]; shard 1 -> [2]
+        gone.append(_uid_in(s3t, shard, slice_))
+        s3t.delete(gone[-1:])
+        expected = _expected_served(s3t, gone)
+        assert {j: len(p) for j, p in expected.items()} == s3t.served_prefix_lengths()
+        ref_cfg = S3TConfig(**{**cfg.__dict__, "sequences": {j: [p] if p else [] for j, p in expected.items()}})
+        fresh, _ = _base("llama", qa_texts, num_layers=3, hidden=16)
+        scratch = S3TModel.from_training(fresh, tok, _survivors(qa_rows, gone), ref_cfg)
+        assert torch.equal(_logits(s3t, tok), _logits(scratch, tok)), f"after deleting {gone}"
+    assert s3t.served_prefix_lengths() == {0: 1, 1: 1}
+
+
+def test_non_cumulative_stage_is_invalid_when_a_parent_is_and_retrain_is_exact(qa_rows, qa_texts):
+    """cumulative=False: stage 2 of [0, 1] trains on slice 1 only, but on top of stage [0]: deleting from slice 0
+    must invalidate it as well, and retrain() must equal scratch training without the uid."""
+    cfg = S3TConfig(n_shards=1, n_slices=2, budget=2, cumulative=False, **{**FAST, "max_steps": 2})
+    base, tok = _base("llama", qa_texts, num_layers=2, hidden=16)
+    s3t = S3TModel.from_training(base, tok, qa_rows, cfg)
+    uid = _uid_in(s3t, 0, 0)
+    report = s3t.delete([uid])
+    assert set(report["adapters_removed"]) == {"s0_q0_t1", "s0_q0_t2", "s0_q1_t2"}
+    s3t.retrain()
+    assert s3t.served_prefix_lengths() == {0: 2}
+    fresh, _ = _base("llama", qa_texts, num_layers=2, hidden=16)
+    scratch = S3TModel.from_training(fresh, tok, _survivors(qa_rows, [uid]), cfg)
+    assert torch.equal(_logits(s3t, tok), _logits(scratch, tok))
+
+
+def test_retrain_equals_scratch_despite_global_rng_draws_with_lora_dropout(qa_rows, qa_texts):
+    """Stage training draws only on its own generator: global draws between deletion and retrain, and during a
+    background retrain (torch.rand, sampling generate), leave the retrained model bitwise equal to scratch."""
+    fast = {**FAST, "batch_size": 4, "max_steps": 3}
+    cfg = S3TConfig(n_shards=1, n_slices=2, budget=1, lora={"r": 4, "lora_alpha": 8, "lora_dropout": 0.3}, **fast)
+    base, tok = _base("llama", qa_texts, num_layers=2, hidden=16)
+    s3t = S3TModel.from_training(base, tok, qa_rows, cfg)
+    first = s3t.state["shards"]["0"]["sequences"][0][0]
+    uid = _uid_in(s3t, 0, first)  # both stages are rebuilt
+    s3t.delete([uid])
+    s3t.delete([_uid_in(s3t, 0, 1 - first)])  # (and a second request) the shard is dead: nothing to serve
+    torch.rand(1000)
+    thread = s3t.retrain(background=True)
+    draws = 0
+    while thread.is_alive():
+        torch.rand(100)
+        torch.randn(10)
+        draws += 1
+    thread.join()
+    assert draws > 0
+    x = tok(["Question: Who?\nAnswer:"], return_tensors="pt")
+    s3t.generate(**x, max_new_tokens=2, do_sample=True)  # sampling after the retrain draws on the global RNG
+    fresh, _ = _base("llama", qa_texts, num_layers=2, hidden=16)
+    gone = s3t.state["deleted"]
+    torch.manual_seed(123)
+    scratch = S3TModel.from_training(fresh, tok, _survivors(qa_rows, gone), cfg)
+    assert all(r["steps"] == 3 for r in s3t.trainings[-2:])
+    assert torch.equal(_logits(s3t, tok), _logits(scratch, tok))
+
+
+def test_concurrent_forwards_never_use_a_dropped_adapter(trained_m2):
+    """A forward running while delete() runs sees the old or the new chains, bitwise; every forward that starts
+    after delete() returns uses only live adapters; the dropped ones are then freed in the background."""
+    import threading
+    import time as _time
+
+    s3t0, tok, _ = trained_m2
+    s3t = copy.deepcopy(s3t0)
+    uid = _uid_in(s3t, 1, 0)  # shard 1's only sequence starts with slice 0: shard 1 dies
+    after = copy.deepcopy(s3t)
+    after.delete([uid])
+    old, new = _logits(s3t, tok), _logits(after, tok)
+    assert not torch.equal(old, new)
+    activations: list[tuple[float, tuple[str, ...]]] = []
+    activate = s3t._activate
+
+    def spy(chain, inference_mode=True):
+        activations.append((_time.perf_counter(), tuple(chain)))
+        return activate(chain, inference_mode)
+
+    s3t._activate = spy
+    results: list[tuple[float, torch.Tensor]] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            t = _time.perf_counter()
+            results.append((t, _logits(s3t, tok)))
+
+    workers = [threading.Thread(target=serve) for _ in range(2)]
+    for w in workers:
+        w.start()
+    while len(results) < 4:
+        _time.sleep(0.001)
+    report = s3t.delete([uid])
+    returned = _time.perf_counter()
+    n_before = len(results)
+    while len(results) < n_before + 4:
+        _time.sleep(0.001)
+    stop.set()
+    for w in workers:
+        w.join()
+    dropped = set(report["adapters_removed"])
+    assert dropped and report["dead_shards"] == [1]
+    assert all(torch.equal(out, old) or torch.equal(out, new) for _, out in results)
+    assert all(torch.equal(out, new) for t, out in results if t > returned)
+    assert any(t > returned for t, _ in results)
+    assert not any(dropped & set(chain) for t, chain in activations if t > returned)
+    s3t.flush_deletions()
+    assert not dropped & set(s3t.peft_model.peft_config)
+    assert torch.equal(_logits(s3t, tok), new)
+
+
+def test_from_training_is_the_constructor_train_a_deprecated_alias_and_official_trainer_defaults(qa_rows, qa_texts):
+    cfg = S3TConfig()
+    official = (0.001, 0.3, 0.03, "linear")
+    assert (cfg.weight_decay, cfg.max_grad_norm, cfg.warmup_ratio, cfg.lr_scheduler_type) == official
+    base, tok = _base("llama", qa_texts, num_layers=1, hidden=16)
+    small = S3TConfig(n_slices=1, max_steps=1, **{k: v for k, v in FAST.items() if k != "num_epochs"})
+    with pytest.warns(DeprecationWarning, match="from_training"):
+        s3t = S3TModel.train(copy.deepcopy(base), tok, qa_rows, small)
+    assert torch.equal(_logits(s3t, tok), _logits(S3TModel.from_training(base, tok, qa_rows, small), tok))
+    assert s3t.train(False) is s3t  # on an instance, train() is still nn.Module's

@@ -86,7 +86,14 @@ def _load_path(path: Path, split: str | None, **kwargs: Any) -> Dataset | Datase
         builder = _FILE_BUILDERS.get("".join(path.suffixes[-1:]).lower())
         if builder is None:
             raise ValueError(f"unsupported file type {path.suffix!r} for {path}; use one of {sorted(_FILE_BUILDERS)}")
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        except Exception as err:  # noqa: BLE001 - a malformed file: name it and the parser's reason
+            cause = err.__cause__ or err.__context__ or err
+            raise ValueError(
+                f"could not read {path} as {builder} ({type(cause).__name__}: {str(cause).splitlines()[0][:300]}); "
+                "check that the file is well-formed"
+            ) from err
     if (
         (path / "dataset_dict.json").exists()
         or (path / "state.json").exists()

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hf_unlearn.data import IGNORE_INDEX, UnlearnCollator, encode_qa, ensure_uids
+from hf_unlearn.data import IGNORE_INDEX, UnlearnCollator, encode_qa, encode_qa_many, ensure_uids
 from hf_unlearn.evaluation import metrics as M
 
 __all__ = [
@@ -149,7 +149,37 @@ def _seen_twice(rows: np.ndarray) -> np.ndarray:
 def _encode_pairs(
     tokenizer: Any, questions: Sequence[str], answers: Sequence[str], max_length: int, template: str
 ) -> list[dict[str, Any]]:
-    return [encode_qa(tokenizer, q, a, max_length=max_length, template=template) for q, a in zip(questions, answers)]
+    return encode_qa_many(tokenizer, questions, answers, max_length=max_length, template=template)
+
+
+_NO_LOGITS_TO_KEEP: set[type] = set()  # model classes whose forward rejected ``logits_to_keep``
+
+
+def _scored_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of the positions from the first one that predicts a scored label on, and the labels cropped alike.
+
+    With right padding the prompt is the start of every row, and no statistic reads the logits that predict prompt
+    tokens: ``logits_to_keep`` (transformers' causal LMs) skips the LM head (a [tokens, vocab] matmul, and the
+    largest tensor of the pass) over the prompt positions that no row of the batch scores. A model that does not take
+    ``logits_to_keep`` gets the full forward, cropped afterwards: the same values either way.
+    """
+    scored = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
+    first = int(scored[0]) if len(scored) else 0  # logits at position t predict label t + 1
+    keep = input_ids.shape[1] - first
+    kw = dict(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    if type(model) not in _NO_LOGITS_TO_KEEP:
+        try:
+            logits = model(**kw, logits_to_keep=keep).logits
+        except TypeError:
+            _NO_LOGITS_TO_KEEP.add(type(model))
+            logits = model(**kw).logits
+    else:
+        logits = model(**kw).logits
+    if logits.shape[1] != keep:  # the model returned every position
+        logits = logits[:, first:]
+    return logits, labels[:, first:]
 
 
 # ------------------------------------------------------------------------------------------------ runner entry points
@@ -230,11 +260,10 @@ def feature_stats(
 
     def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         input_ids = batch["input_ids"].to(device)
+        labels = batch["labels"].to(device)
         with acc.autocast():
-            logits = model(
-                input_ids=input_ids, attention_mask=batch["attention_mask"].to(device), use_cache=False
-            ).logits
-        logits, labels = M.causal_shift(logits, batch["labels"].to(device))  # [B, T-1, V], [B, T-1]
+            logits, labels = _scored_logits(model, input_ids, batch["attention_mask"].to(device), labels)
+        logits, labels = M.causal_shift(logits, labels)  # [B, T'-1, V], [B, T'-1]
         valid = labels != IGNORE_INDEX
         n_tok = valid.sum(1)
         rows, cols = valid.nonzero(as_tuple=True)  # the answer positions only: the prompt is never scored
@@ -313,7 +342,13 @@ def generate_answers(
         enc = encode_qa(tokenizer, q, "x", max_length=max_length, template=template, add_eos=False)
         prompts.append([t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab == IGNORE_INDEX])
     texts = generate_continuations(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, accelerator=accelerator
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        stop_strings=stop_strings,
+        accelerator=accelerator,
     )
     cut = []
     for text in texts:
@@ -332,16 +367,20 @@ def generate_continuations(
     max_new_tokens: int = 200,
     batch_size: int = 16,
     clean_up_tokenization_spaces: bool | None = None,
+    stop_strings: Sequence[str] = (),
     accelerator: Any = None,
 ) -> list[str]:
-    """Greedy continuations of token-id prompts (do_sample False, left padding, batched), decoded with
-    ``skip_special_tokens=True`` up to the first EOS; no stop-string cut and no stripping.
+    """Greedy continuations of token-id prompts (do_sample False, left padding, KV cache, prompts batched by
+    length), decoded with ``skip_special_tokens=True`` up to the first EOS; no stop-string cut and no stripping.
 
     Args:
         prompts: one list of token ids per item (include the BOS if the model expects one).
         max_new_tokens: generation budget.
         batch_size: prompts per ``generate`` call (per process).
         clean_up_tokenization_spaces: passed to ``batch_decode`` (None: the tokenizer's default; MUSE uses True).
+        stop_strings: a sequence stops generating once its text ends with one of these (``GenerationConfig``'s
+            ``stop_strings``), so a batch ends when all of its sequences have stopped. The text up to the stop string
+            is the same as without it: the continuation is not cut here (:func:`generate_answers` cuts).
 
     Example:
         >>> from hf_unlearn.models import tiny_causal_lm
@@ -363,15 +402,26 @@ def generate_continuations(
     features = [{"input_ids": list(ids), "attention_mask": [1] * len(ids)} for ids in prompts]
     if any(not f["input_ids"] for f in features):
         raise ValueError("an empty prompt cannot be continued")
+    stops = [x for x in stop_strings if x]
     gen_config = GenerationConfig(
-        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        use_cache=True,
+        stop_strings=stops or None,
     )
+    gen_kw = {"tokenizer": tokenizer} if stops else {}  # the stop-string criterion reads the vocabulary
 
     def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         input_ids = batch["input_ids"].to(device)
         with acc.autocast():
             seq = model.generate(
-                input_ids=input_ids, attention_mask=batch["attention_mask"].to(device), generation_config=gen_config
+                input_ids=input_ids,
+                attention_mask=batch["attention_mask"].to(device),
+                generation_config=gen_config,
+                **gen_kw,
             )
         new = seq[:, input_ids.shape[1] :]
         if eos is not None:  # everything from the first EOS on becomes padding

@@ -16,8 +16,10 @@ import torch
 from datasets import Dataset
 
 from hf_unlearn.config import UnlearnConfig
-from hf_unlearn.data import PairedCollator, PairedDataset, collator_for, tokenize_any
+from hf_unlearn.data import PairedCollator, PairedDataset, collator_for, encode_lazily, load_examples, tokenize_any
+from hf_unlearn.training.calibration import build_calibration, current_holdout
 from hf_unlearn.training.finetune import training_arguments
+from hf_unlearn.training.guard import DivergenceGuard
 from hf_unlearn.training.lora import is_peft_model, make_lora_config
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
@@ -109,6 +111,8 @@ def run_unlearning(
     callbacks: list[Any] | None = None,
     use_retain: bool = True,
     model_ready: bool = False,
+    holdout: Any = None,
+    eval_forget: Any = None,
     **trainer_kwargs: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """Train ``trainer_cls`` on paired forget/retain batches.
@@ -116,26 +120,49 @@ def run_unlearning(
     Args:
         trainer_cls: an UnlearnTrainer subclass implementing ``unlearning_loss``.
         model, tokenizer: the model to unlearn from.
-        forget, retain: raw or tokenized datasets (retain may be None when ``use_retain`` is False).
+        forget, retain: raw or tokenized datasets, or lists of encoded rows (retain may be None when ``use_retain``
+            is False; when given without ``use_retain`` it only serves calibration's retain check). Raw rows are
+            tokenized lazily, when first drawn (:func:`hf_unlearn.data.encode_lazily`).
         config: the method's config (recipe fields of UnlearnConfig).
         callbacks: extra TrainerCallbacks (e.g. a partial-update gradient mask).
         use_retain: pair each forget batch with a retain batch.
         model_ready: skip :func:`prepare_model` (the caller already attached adapters).
+        holdout: held-out examples of the same kind (default: the ``holdout=`` of the enclosing
+            :func:`hf_unlearn.unlearn` call); with ``config.calibrate`` they turn on calibrated early stopping
+            (:mod:`hf_unlearn.training.calibration`).
+        eval_forget: the forget examples calibration measures when ``forget`` holds altered training targets
+            (e.g. flipped labels); default ``forget``.
         **trainer_kwargs: passed to ``trainer_cls`` (e.g. ``reference=``).
 
     Returns:
-        ``(model, info)`` with ``steps``, ``train_loss``, ``tokens``.
+        ``(model, info)`` with ``steps``, ``train_loss``, ``tokens`` (and ``calibration`` when it was on).
     """
     if use_retain and (retain is None or len(retain) == 0):
         raise ValueError(f"{trainer_cls.__name__} needs a non-empty retain set (pass retain= or train_dataset=)")
     if not model_ready:
         model, ref_mode = prepare_model(model, config)
         trainer_kwargs.setdefault("reference_mode", ref_mode)
-    forget_tok = tokenize_any(forget, tokenizer, max_length=config.max_length, template=config.template)
-    retain_tok = (
-        tokenize_any(retain, tokenizer, max_length=config.max_length, template=config.template) if use_retain else None
+    # rows are tokenized when first drawn, not with an up-front Dataset.map: a request pairs its few forget batches
+    # with a handful of retain rows, and mapping a whole retain set was most of a small request's fixed cost
+    kw = dict(max_length=config.max_length, template=config.template)
+    forget_tok = encode_lazily(forget, tokenizer, **kw)
+    holdout = holdout if holdout is not None else current_holdout()
+    calibrating = getattr(config, "calibrate", False) and (
+        holdout is not None or getattr(config, "target_nll", None) is not None
     )
-    paired = PairedDataset(forget_tok, retain_tok, seed=config.seed)
+    retain_tok = None
+    if retain is not None and len(retain) > 0 and (use_retain or calibrating):
+        retain_tok = encode_lazily(retain, tokenizer, **kw)
+    paired = PairedDataset(forget_tok, retain_tok if use_retain else None, seed=config.seed)
+    calibration = None
+    if calibrating:
+        holdout_tok = None
+        if holdout is not None:
+            holdout_tok = tokenize_any(load_examples(holdout), tokenizer, **kw)
+        eval_tok = forget_tok
+        if eval_forget is not None:
+            eval_tok = tokenize_any(eval_forget, tokenizer, **kw)
+        calibration = build_calibration(config, collator_for(tokenizer), eval_tok, retain_tok, holdout_tok)
     scratch = config.output_dir or tempfile.mkdtemp(prefix="hf_unlearn_ul_")
     try:
         args = training_arguments(
@@ -163,7 +190,8 @@ def run_unlearning(
             args=args,
             train_dataset=paired,
             data_collator=PairedCollator(collator_for(tokenizer)),
-            callbacks=list(callbacks or []),
+            callbacks=list(callbacks or []) + ([calibration] if calibration is not None else []),
+            divergence_guard=DivergenceGuard(max_weight_growth=getattr(config, "max_weight_growth", 100.0)),
             **trainer_kwargs,
         )
         out = trainer.train()
@@ -171,4 +199,7 @@ def run_unlearning(
         if config.output_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
     model.eval()
-    return model, {"steps": int(out.global_step), "train_loss": float(out.training_loss), "tokens": trainer.tokens}
+    info = {"steps": int(out.global_step), "train_loss": float(out.training_loss), "tokens": trainer.tokens}
+    if calibration is not None:
+        info["calibration"] = calibration.report()
+    return model, info

@@ -23,6 +23,7 @@ from transformers import TrainingArguments
 
 from hf_unlearn.data import collator_for, load_examples, tokenize_any
 from hf_unlearn.models import check_causal_lm
+from hf_unlearn.training.guard import DEFAULT_MAX_WEIGHT_GROWTH, DivergenceGuard
 from hf_unlearn.training.lora import is_peft_model, make_lora_config
 from hf_unlearn.training.trainer import UidTrainer
 from hf_unlearn.utils.profiling import measure
@@ -97,6 +98,19 @@ def training_arguments(
     return TrainingArguments(**args)
 
 
+def _check_recipe(*, num_epochs: Any, max_steps: Any, learning_rate: Any, batch_size: Any) -> None:
+    """Clear errors for a fine-tuning recipe that cannot train (instead of a Trainer that silently does nothing)."""
+    from hf_unlearn.config import check_range
+
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or (max_steps <= 0 and max_steps != -1):
+        raise ValueError(f"max_steps must be a positive int or -1 (use num_epochs), got {max_steps!r}")
+    if max_steps == -1:
+        check_range("num_epochs", num_epochs, 0, lo_open=True)
+    check_range("learning_rate", learning_rate, 0, lo_open=True)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
 def finetune(
     model: Any,
     tokenizer: Any,
@@ -120,6 +134,7 @@ def finetune(
     logging_steps: int = 10,
     disable_tqdm: bool = True,
     bf16: bool = False,
+    max_weight_growth: float = DEFAULT_MAX_WEIGHT_GROWTH,
     **training_kwargs: Any,
 ) -> FinetuneResult:
     """Fine-tune a causal LM on QA or text data with ``transformers.Trainer``.
@@ -133,12 +148,19 @@ def finetune(
         num_epochs, learning_rate, batch_size, max_length, template, seed: the recipe.
         callbacks: TrainerCallbacks; recorders may define ``on_batch_begin`` / ``on_batch_end`` (uid-keyed).
         output_dir: Trainer scratch folder (a temp folder, removed afterwards, when None).
+        max_weight_growth: divergence guard: a weight norm growing more than this factor stops training (0: off).
+            Non-finite loss, gradients or weights always stop it with :class:`~hf_unlearn.training.DivergenceError`.
         **training_kwargs: any other ``TrainingArguments`` field.
+
+    Raises:
+        ValueError: a non-positive ``num_epochs`` (without ``max_steps``), learning rate or batch size.
+        DivergenceError: training diverged (see :mod:`hf_unlearn.training.guard`).
 
     Returns:
         :class:`FinetuneResult` with the trained model (a PeftModel with ``lora``), loss, time and tokens.
     """
     check_causal_lm(model)
+    _check_recipe(num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size)
     ds = load_examples(dataset, split=split)
     tokenized = tokenize_any(ds, tokenizer, max_length=max_length, template=template)
     if lora is not None and lora is not False:
@@ -171,6 +193,8 @@ def finetune(
             train_dataset=tokenized,
             data_collator=collator_for(tokenizer),
             callbacks=list(callbacks or []),
+            divergence_guard=DivergenceGuard(max_weight_growth=max_weight_growth),
+            progress_desc=f"fine-tuning on {len(ds)} examples",
         )
         with measure() as cost:
             t0 = time.perf_counter()

@@ -96,6 +96,10 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
         ['a.txt']
     """
     target = Path(target).absolute()
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} is a file, not a folder: choose another output directory")
+    if any(p.exists() and not p.is_dir() for p in target.parents):
+        raise NotADirectoryError(f"cannot create {target}: a parent of it is a file, not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(target)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{target.name}-", dir=target.parent))

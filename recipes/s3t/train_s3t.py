@@ -76,7 +76,7 @@ def main() -> None:
     mine = [j for j in range(cfg.n_shards) if j % WORLD == RANK]
     base, tok = make_base()
     t0 = time.perf_counter()
-    model = S3TModel.train(base, tok, full, cfg, shards=mine)
+    model = S3TModel.from_training(base, tok, full, cfg, shards=mine)
     part = out / "parts" / f"rank{RANK}"
     model.save_pretrained(part)
     (part / "DONE").write_text(json.dumps({"seconds": time.perf_counter() - t0, "shards": mine}))

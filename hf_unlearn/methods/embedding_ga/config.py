@@ -11,6 +11,7 @@ PARAM_SCOPES = ("embedding", "last_blocks", "all")
 NORMALIZE = ("none", "global")
 FUZZY_SCORERS = ("WRatio", "QRatio", "ratio", "partial_ratio", "token_sort_ratio", "token_set_ratio")
 FUZZY_FIELDS = ("auto", "text", "question", "answer")
+TIED_GRADIENTS = ("input", "input_and_output")
 
 
 @dataclass
@@ -98,6 +99,15 @@ class EmbeddingGAConfig(UnlearnConfig):
             "changes too (the recording holds the input path only)."
         },
     )
+    tied_gradient: str = field(
+        default="input",
+        metadata={
+            "help": "Mode 'recorded', tied input/output embeddings: which part of the shared matrix's recorded "
+            "gradient is ascended. 'input': the input-embedding path only (sparse: the forget tokens' rows); "
+            "'input_and_output': plus the output-layer (lm_head) path, i.e. the full gradient of the tied "
+            "parameter (dense: every vocabulary row). Needs a recording made with the same tied_gradient."
+        },
+    )
     param_scope: str = field(
         default="embedding",
         metadata={
@@ -158,6 +168,12 @@ class EmbeddingGAConfig(UnlearnConfig):
         check_range("eval_every", self.eval_every, 1)
         check_range("eval_batch_size", self.eval_batch_size, 1)
         check_range("retain_eval_size", self.retain_eval_size, 1)
+        check_choice("tied_gradient", self.tied_gradient, TIED_GRADIENTS)
+        if self.tied_gradient == "input_and_output" and self.untie:
+            raise ValueError(
+                "tied_gradient='input_and_output' is the gradient of the TIED matrix; with untie=True the output "
+                "layer gets its own copy, so use tied_gradient='input' (or untie=False)"
+            )
         check_choice("param_scope", self.param_scope, PARAM_SCOPES)
         check_range("num_last_blocks", self.num_last_blocks, 1)
         check_range("fuzzy_threshold", self.fuzzy_threshold, 0, 100)

@@ -1,14 +1,16 @@
 """``embedding_ga``: calibrated gradient ascent on the embedding layer with recorded first-epoch gradients.
 
-A reconstruction from the abstract of Zagardo, "Data Deletion / unlearning via first-epoch gradients on the
-embedding layer" (arXiv 2406.09391); every choice below is an option of :class:`EmbeddingGAConfig`.
+A reconstruction from the abstract of Zagardo, "A More Practical Approach to Machine Unlearning" (arXiv 2406.09391;
+the full text is public but could not be read with the project's tools, see docs/methods/embedding_ga.md); every
+choice below is an option of :class:`EmbeddingGAConfig`.
 
 Mode ``recorded`` (default)::
 
     G      = sum_{x in F} sum_{e in epochs} g_e(x)       # recorded d meanNLL(x) / d embedding output, scattered
                                                          # by token id onto token rows (and by position onto wpe)
     d      = G / ||G||   (normalize="global")  or  G     # one ascent direction
-    repeat:  E[rows] += eta * d                          # only the rows F's tokens (positions) touch
+    repeat:  E[rows] += eta * d                          # only the rows F's tokens (positions) touch; with
+                                                         # tied_gradient="input_and_output" every vocab row
              stop when  forget mean NLL >= target        # target: holdout mean NLL (before) or target_nll
                     or  retain mean NLL - start > tol    # then undo the last step (rollback, bit-exact)
                     or  steps == step_cap
@@ -161,8 +163,8 @@ def resolve_store(model: Any, config: EmbeddingGAConfig, recording: Any = None) 
 class EmbeddingGA(UnlearningMethod):
     name = "embedding_ga"
     paper = (
-        "Zagardo, first-epoch gradients on the embedding layer for data deletion (arXiv 2406.09391); "
-        "reconstruction from the abstract"
+        "Zagardo, A More Practical Approach to Machine Unlearning (arXiv 2406.09391): first-epoch gradient ascent "
+        "on the embedding layer; reconstruction from the abstract"
     )
 
     config: EmbeddingGAConfig
@@ -313,7 +315,15 @@ class EmbeddingGA(UnlearningMethod):
         missing_epochs = sorted(set(cfg.epochs) - set(store.epochs))
         if missing_epochs:
             raise KeyError(f"epochs {missing_epochs} were not recorded; recorded epochs: {store.epochs}")
-        rows, tok_grad, prow, pos_grad = store.row_gradients(forget[UID], cfg.epochs)
+        with_output = cfg.tied_gradient == "input_and_output"
+        if with_output and not store.has_output_path:
+            raise ValueError(
+                "tied_gradient='input_and_output' needs a recording of the output-layer path too: record with "
+                "EmbeddingGradientRecorder(..., tied_gradient='input_and_output') or use tied_gradient='input'"
+            )
+        if with_output and not is_tied(model):
+            raise ValueError("tied_gradient='input_and_output' needs tied input/output embeddings (and untie=False)")
+        rows, tok_grad, prow, pos_grad = store.row_gradients(forget[UID], cfg.epochs, include_output=with_output)
         pos_w = mods["position"].weight if mods["position"] is not None and cfg.update_positions else None
         if pos_w is None:
             prow = pos_grad = None
@@ -344,6 +354,7 @@ class EmbeddingGA(UnlearningMethod):
         info = {
             "recording": str(store.path),
             "epochs_used": list(cfg.epochs),
+            "tied_gradient": cfg.tied_gradient,
             "rows_updated": int(len(rows)),
             "position_rows_updated": int(len(prow)) if prow is not None else 0,
             "gradient_norm": norm,

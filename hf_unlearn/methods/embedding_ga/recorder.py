@@ -12,8 +12,11 @@ What is stored, per example and epoch (sparse by construction: only the example'
 
 Scatter-adding ``grads`` by ``token_ids`` gives the example's gradient on the token-embedding rows through the input
 path; scatter-adding by ``position_ids`` gives its gradient on a learned position table (the sum ``wte + wpe`` makes
-the two gradients the same per-position vectors). With tied input/output embeddings (GPT-2) only the INPUT path is
-recorded: the output-layer (``lm_head``) part of the shared matrix's gradient is not.
+the two gradients the same per-position vectors). With tied input/output embeddings (GPT-2, SmolLM2) the shared
+matrix's gradient has two parts: the INPUT path (above; the default ``tied_gradient="input"`` records only it) and the
+OUTPUT path through ``lm_head``, ``sum_t dlogits_t^T h_t`` (dense: every vocabulary row, ``V x H`` per example).
+``tied_gradient="input_and_output"`` also stores that output part (``out_grads`` ``[V, H]`` fp16 per example), so
+that input + output is the full per-example gradient of the tied parameter.
 
 Per-example gradients from batch gradients: within a batch examples do not interact, so the rows of example ``i`` in
 the batch gradient are ``c * d S_i / d e_i`` where ``S_i`` is example ``i``'s summed token NLL and ``c`` the
@@ -57,6 +60,7 @@ from hf_unlearn.training.losses import sequence_nll
 
 INDEX_FILE = "index.json"
 MODEL_ATTR = "hf_unlearn_embedding_recording"  # set on the (unwrapped) model after recording: the store's folder
+TIED_GRADIENTS = ("input", "input_and_output")
 
 
 class MissingRecordingError(ValueError):
@@ -73,6 +77,9 @@ class EmbeddingGradientRecorder(TrainerCallback):
         shard_size: examples per safetensors shard.
         record_positions: also keep position ids (for a learned position table such as GPT-2's ``wpe``).
         overwrite: remove an existing recording in ``output_dir`` first.
+        tied_gradient: ``"input"`` (default: the input-embedding path only) or ``"input_and_output"`` (tied
+            embeddings only: also the dense output-layer part of the shared matrix's gradient, ``V x H`` values per
+            example and epoch).
 
     After training, ``stats()`` reports the stored bytes per example and the time spent recording, and the
     unwrapped model carries ``hf_unlearn_embedding_recording = output_dir`` so ``embedding_ga`` finds it.
@@ -89,7 +96,11 @@ class EmbeddingGradientRecorder(TrainerCallback):
         shard_size: int = 1024,
         record_positions: bool = True,
         overwrite: bool = True,
+        tied_gradient: str = "input",
     ):
+        if tied_gradient not in TIED_GRADIENTS:
+            raise ValueError(f"tied_gradient must be one of {list(TIED_GRADIENTS)}, got {tied_gradient!r}")
+        self.tied_gradient = tied_gradient
         if epochs != "all":
             if isinstance(epochs, int):
                 epochs = (epochs,)
@@ -105,7 +116,7 @@ class EmbeddingGradientRecorder(TrainerCallback):
             shutil.rmtree(self.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._epoch = 0
-        self._buffer: list[tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._buffer: list[tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self._index: dict[str, dict[str, list]] = {}
         self._n_shards = 0
         self._handles: list[Any] = []
@@ -120,6 +131,13 @@ class EmbeddingGradientRecorder(TrainerCallback):
         mods = embedding_modules(model)
         inner = unwrap(model)
         cfg = getattr(inner, "config", None)
+        out = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+        tied = out is not None and out.weight is mods["token"].weight
+        if self.tied_gradient == "input_and_output" and not tied:
+            raise ValueError(
+                "tied_gradient='input_and_output' records the output-layer part of a TIED embedding matrix, but this "
+                "model's input and output embeddings are separate parameters; use tied_gradient='input'"
+            )
         self._meta = {
             "hidden_size": int(mods["token"].weight.shape[1]),
             "vocab_size": int(mods["token"].weight.shape[0]),
@@ -127,7 +145,7 @@ class EmbeddingGradientRecorder(TrainerCallback):
             "num_positions": int(mods["position"].weight.shape[0]) if mods["position"] is not None else 0,
             "tied_embeddings": bool(getattr(cfg, "tie_word_embeddings", False)),
             "model": getattr(cfg, "name_or_path", None),
-            "path": "input",
+            "path": self.tied_gradient,
             "dtype": "float16",
         }
 
@@ -154,6 +172,10 @@ class EmbeddingGradientRecorder(TrainerCallback):
         cap = self._captured = {}
 
         def on_token_embeddings(module, args, output):
+            if not output.requires_grad and torch.is_grad_enabled() and output.grad_fn is None:
+                # frozen embeddings (a LoRA fine-tune): make their output a leaf that asks for its gradient, so
+                # dL/d(inputs_embeds) is still computed (backward already runs down to the lowest adapter)
+                output.requires_grad_(True)
             if output.requires_grad:
 
                 def keep(grad):
@@ -168,9 +190,20 @@ class EmbeddingGradientRecorder(TrainerCallback):
             logits = output.logits if hasattr(output, "logits") else output[0]
             cap["seq_sum"] = sequence_nll(logits.detach(), cap["labels"], reduction="sum")  # [B]
 
+        def on_output_layer(module, args, output):  # tied_gradient="input_and_output": h and dL/dlogits
+            if output.requires_grad:
+                cap["hidden"] = args[0].detach()
+
+                def keep(grad):
+                    cap["dlogits"] = grad.detach()
+
+                output.register_hook(keep)
+
         labels = inputs["labels"]
         cap["labels"] = labels.to(next(model.parameters()).device)
         self._handles = [mods["token"].register_forward_hook(on_token_embeddings)]
+        if self.tied_gradient == "input_and_output":
+            self._handles.append(unwrap(model).get_output_embeddings().register_forward_hook(on_output_layer))
         self._handles.append(model.register_forward_hook(on_model_output, with_kwargs=True))
         if mods["position"] is not None and self.record_positions:
             self._handles.append(mods["position"].register_forward_hook(on_positions))
@@ -190,9 +223,13 @@ class EmbeddingGradientRecorder(TrainerCallback):
         if "grad" not in cap:
             raise RuntimeError("no gradient reached the input embeddings: are the embeddings frozen or detached?")
         grad = cap["grad"].float().cpu()  # [B, T, H]
+        dlogits = cap["dlogits"].float().cpu() if "dlogits" in cap else None  # [B, T, V]
+        if self.tied_gradient == "input_and_output" and dlogits is None:
+            raise RuntimeError("no gradient reached the output layer: is lm_head frozen or detached?")
         scaler = getattr(getattr(trainer, "accelerator", None), "scaler", None)
         if scaler is not None and scaler.is_enabled():
             grad = grad / float(scaler.get_scale())
+            dlogits = dlogits / float(scaler.get_scale()) if dlogits is not None else None
         seq_sum = cap["seq_sum"].float().cpu()  # [B] summed token NLL per example
         n_tok = cap["labels"][:, 1:].ne(IGNORE_INDEX).sum(dim=1).cpu()  # [B] label tokens per example
         total = float(seq_sum.sum())
@@ -204,12 +241,20 @@ class EmbeddingGradientRecorder(TrainerCallback):
         for i, uid in enumerate(uids):
             keep = cap["mask"][i]
             ids = cap["input_ids"][i][keep].to(torch.int32)
-            if c > 0 and n_tok[i] > 0:
+            ok = c > 0 and n_tok[i] > 0
+            if ok:
                 g = grad[i][keep] / (c * float(n_tok[i]))  # [n, H]: d(mean NLL of i) / d(embedding output)
             else:
                 g = torch.zeros(int(keep.sum()), grad.shape[-1])
+            out = None
+            if dlogits is not None:  # output path of the tied matrix: sum_t dlogits_t^T h_t  -> [V, H]
+                h = cap["hidden"][i].float().cpu()  # [T, H]
+                out = torch.einsum("tv,th->vh", dlogits[i], h) / (c * float(n_tok[i])) if ok else None
+                if out is None:
+                    out = torch.zeros(dlogits.shape[-1], h.shape[-1])
+                out = out.to(torch.float16)
             p = pos[i][keep].to(torch.int32) if pos is not None else torch.arange(len(ids), dtype=torch.int32)
-            self._buffer.append((str(uid), self._epoch, ids, p, g.to(torch.float16)))
+            self._buffer.append((str(uid), self._epoch, ids, p, g.to(torch.float16), out))
         self.examples_recorded += len(uids)
         if len(self._buffer) >= self.shard_size:
             self._flush()
@@ -226,10 +271,13 @@ class EmbeddingGradientRecorder(TrainerCallback):
         pos = torch.cat([b[3] for b in self._buffer])
         grads = torch.cat([b[4] for b in self._buffer])
         start = 0
-        for uid, epoch, t, _, _ in self._buffer:
-            self._index.setdefault(uid, {}).setdefault(str(epoch), []).append([name, start, start + len(t)])
+        for j, (uid, epoch, t, _, _, out) in enumerate(self._buffer):
+            entry = [name, start, start + len(t)] + ([j] if out is not None else [])  # j: row of out_grads
+            self._index.setdefault(uid, {}).setdefault(str(epoch), []).append(entry)
             start += len(t)
         tensors = {"token_ids": ids.contiguous(), "grads": grads.contiguous()}
+        if self._buffer[0][5] is not None:
+            tensors["out_grads"] = torch.stack([b[5] for b in self._buffer]).contiguous()  # [k, V, H]
         if self._meta.get("has_positions"):
             tensors["position_ids"] = pos.contiguous()
         save_file(tensors, str(self.output_dir / name))
@@ -285,6 +333,32 @@ class EmbeddingGradientStore:
         self.meta: dict[str, Any] = data["meta"]
         self.index: dict[str, dict[str, list]] = data["index"]
 
+    @property
+    def has_output_path(self) -> bool:
+        """Whether the recording also holds the output-layer part of a tied matrix's gradient."""
+        return self.meta.get("path") == "input_and_output"
+
+    def load_output(self, uid: str, epoch: int = 1) -> torch.Tensor:
+        """The output-layer (``lm_head``) part of a tied matrix's gradient, ``[V, H]`` fp32, of one example.
+
+        Raises:
+            ValueError: the recording was made with ``tied_gradient="input"``.
+            KeyError: ``uid`` was never recorded, or not in ``epoch``.
+        """
+        if not self.has_output_path:
+            raise ValueError(
+                f"the recording in {str(self.path)!r} holds the input path only "
+                f"(tied_gradient={self.meta.get('path')!r}); record with "
+                "EmbeddingGradientRecorder(..., tied_gradient='input_and_output')"
+            )
+        self.load(uid, epoch)  # same KeyErrors as load
+        total = None
+        for shard, _, _, j in self.index[uid][str(epoch)]:
+            with safe_open(str(self.path / shard), framework="pt") as f:
+                g = f.get_slice("out_grads")[j : j + 1][0].float()
+            total = g if total is None else total + g
+        return total
+
     def uids(self, epoch: int | None = None) -> list[str]:
         """Recorded uids (of one epoch, or any)."""
         return [u for u, v in self.index.items() if epoch is None or str(epoch) in v]
@@ -306,7 +380,7 @@ class EmbeddingGradientStore:
         if str(epoch) not in per_epoch:
             raise KeyError(f"uid {uid!r} was not recorded in epoch {epoch}; recorded epochs: {sorted(per_epoch)}")
         ids, pos, grads = [], [], []
-        for shard, start, end in per_epoch[str(epoch)]:
+        for shard, start, end, *_ in per_epoch[str(epoch)]:
             with safe_open(str(self.path / shard), framework="pt") as f:
                 ids.append(f.get_slice("token_ids")[start:end])
                 grads.append(f.get_slice("grads")[start:end])
@@ -319,9 +393,14 @@ class EmbeddingGradientStore:
         )
 
     def row_gradients(
-        self, uids: Iterable[str], epochs: Iterable[int] = (1,)
+        self, uids: Iterable[str], epochs: Iterable[int] = (1,), include_output: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Summed recorded gradients of ``uids`` over ``epochs``, on the embedding rows they touch.
+
+        Args:
+            uids, epochs: the examples and the recorded epochs summed.
+            include_output: also add the output-layer part of a tied matrix's gradient (a recording made with
+                ``tied_gradient="input_and_output"``); the token rows are then every vocabulary row.
 
         Returns:
             ``(token_rows [U], token_grad [U, H], position_rows [P] or None, position_grad [P, H] or None)``:
@@ -348,8 +427,13 @@ class EmbeddingGradientStore:
                     all_pos.append(pos)
         ids = torch.cat(all_ids)
         g = torch.cat(all_g)  # [N, H]
-        rows, inv = torch.unique(ids, return_inverse=True)
-        tok_grad = torch.zeros(len(rows), g.shape[1]).index_add_(0, inv, g)  # scatter-add by token id
+        if include_output:
+            out = sum(self.load_output(u, e) for u in uids for e in epochs)  # [V, H]
+            rows = torch.arange(out.shape[0])
+            tok_grad = out.index_add_(0, ids, g)  # input path scattered by token id onto the output part
+        else:
+            rows, inv = torch.unique(ids, return_inverse=True)
+            tok_grad = torch.zeros(len(rows), g.shape[1]).index_add_(0, inv, g)  # scatter-add by token id
         if not all_pos:
             return rows, tok_grad, None, None
         prow, pinv = torch.unique(torch.cat(all_pos), return_inverse=True)

@@ -27,5 +27,8 @@ class GradAscent(UnlearningMethod):
     paper = "Jang et al., Knowledge Unlearning for Mitigating Privacy Risks in Language Models (arXiv 2210.01504)"
 
     def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:
-        model, info = run_unlearning(GradAscentTrainer, model, tokenizer, forget, None, self.config, use_retain=False)
+        # retain= is never trained on here; calibration (when on) checks the retain tolerance on it
+        model, info = run_unlearning(
+            GradAscentTrainer, model, tokenizer, forget, retain, self.config, use_retain=False
+        )
         return MethodOutput(model=model, details=info, tokens_processed=info["tokens"])

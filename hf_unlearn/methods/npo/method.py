@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
-from hf_unlearn.data import collator_for, tokenize_any
+from hf_unlearn.data import collator_for, encode_examples
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.methods.grad_diff.method import retain_term
 from hf_unlearn.training.engine import precompute_sequence_nll, prepare_model, run_unlearning
@@ -29,6 +29,15 @@ class NPOConfig(UnlearnConfig):
     retain_loss: str = field(default="nll", metadata={"help": "Retain term: 'nll', 'kl' or 'none' (pure NPO)."})
     gamma: float = field(default=1.0, metadata={"help": "Weight of the NPO forget term."})
     alpha: float = field(default=1.0, metadata={"help": "Weight of the retain term."})
+    calibrate: bool = field(
+        default=False,
+        metadata={
+            "help": "Calibrated early stopping (docs/calibration.md). Off by default for NPO: its bounded forget loss "
+            "and retain term recover utility over the schedule, and on the demo benchmark stopping early left the "
+            "forget set more recognisable at no utility gain (benchmarks/results/calibration_demo.md). True (with "
+            "holdout=) turns it on."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -72,7 +81,7 @@ class NPO(UnlearningMethod):
         c = self.config
         use_retain = c.retain_loss != "none"
         model, ref_mode = prepare_model(model, c)
-        forget_tok = tokenize_any(forget, tokenizer, max_length=c.max_length, template=c.template)
+        forget_tok = encode_examples(forget, tokenizer, max_length=c.max_length, template=c.template)
         if ref_mode == "adapter_disabled":
             with model.disable_adapter():
                 ref_nll = precompute_sequence_nll(model, forget_tok, collator_for(tokenizer), c.batch_size)

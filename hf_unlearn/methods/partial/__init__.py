@@ -12,7 +12,10 @@ from hf_unlearn.methods.partial.recorder import (
     isolate_sensitive,
 )
 
-PAPER = "Gogineni et al., layer-wise partial machine unlearning (arXiv 2403.07611); reconstructed from the abstract"
+PAPER = (
+    "Gogineni & Nadimi, Efficient Knowledge Deletion from Trained Models through Layer-wise Partial Machine "
+    "Unlearning (arXiv 2403.07611); reconstructed from the abstract"
+)
 
 __all__ = [
     "PAPER",

@@ -76,8 +76,11 @@ def run_partial(
     *,
     forget_sign: float,
     callbacks: list[Any] | None = None,
+    eval_forget: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train :class:`PartialTrainer` with a top-rho gradient mask; returns ``(model, info)`` with mask stats."""
+    """Train :class:`PartialTrainer` with a top-rho gradient mask; returns ``(model, info)`` with mask stats.
+
+    ``eval_forget``: the unaltered forget set calibration measures (when ``forget`` holds flipped labels)."""
     use_retain = config.alpha > 0
     if use_retain and (retain is None or len(retain) == 0):
         raise ValueError("alpha > 0 adds a retain term: pass a retain set (retain= or train_dataset=), or alpha=0")
@@ -92,10 +95,11 @@ def run_partial(
         model,
         tokenizer,
         forget,
-        retain if use_retain else None,
+        retain,
         config,
         callbacks=[mask, *(callbacks or [])],
         use_retain=use_retain,
+        eval_forget=eval_forget,
         model_ready=True,
         reference_mode=ref_mode,
         forget_sign=forget_sign,

@@ -1,8 +1,9 @@
 """Layer-wise top-fraction selection and the top-rho gradient mask of partial-update unlearning.
 
-Reconstruction of the "layer-wise partial update" of Gogineni et al. (arXiv 2403.07611; only the abstract is
-public): at every optimizer step, each parameter tensor ("layer-wise") updates only its ``rho`` fraction of
-entries with the largest gradient magnitude (default 0.1); ``rho = 1`` is the naive full update.
+Reconstruction of the "layer-wise partial update" of Gogineni et al. (arXiv 2403.07611; the full text is public
+but only its abstract could be read here, see docs/methods/partial.md): at every optimizer step, each parameter
+tensor ("layer-wise") updates only its ``rho`` fraction of entries with the largest gradient magnitude (default
+0.1); ``rho = 1`` is the naive full update.
 
 Implementation choices (each an option, see :class:`TopRhoGradMask`):
 

@@ -1,7 +1,7 @@
 """Amnesiac recording: every optimizer step's parameter update, layer-wise pruned, keyed by the uids of its batch.
 
-Reconstruction of the recording side of partial amnesiac unlearning (Gogineni et al., arXiv 2403.07611; only the
-abstract is public; classic amnesiac unlearning is Graves et al., arXiv 2010.10981):
+Reconstruction of the recording side of partial amnesiac unlearning (Gogineni et al., arXiv 2403.07611; the full text
+is public but only its abstract could be read here; classic amnesiac unlearning is Graves et al., arXiv 2010.10981):
 
 * per optimizer step, ``delta = theta_after - theta_before`` of every trainable tensor (after clipping, the
   optimizer, weight decay: everything the step did). With a PeftModel only the adapter is trainable, so only

@@ -1,6 +1,6 @@
 """Partial amnesiac unlearning: subtract the recorded (top-kappa pruned) updates of every step that saw forget data.
 
-Reconstruction (arXiv 2403.07611, abstract only; classic amnesiac: Graves et al., arXiv 2010.10981). The model must
+Reconstruction (arXiv 2403.07611, from the abstract; classic amnesiac: Graves et al., arXiv 2010.10981). The model must
 have been fine-tuned with an :class:`~hf_unlearn.methods.partial.AmnesiacRecorder`. Unlearning is
 ``theta <- theta - sum_{t in S} delta_t`` over the steps ``S`` whose batch held a forget uid. This is not exact
 retraining: later steps were computed from weights that included the removed updates, and the removed steps also

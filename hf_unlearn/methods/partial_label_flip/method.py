@@ -96,6 +96,6 @@ class PartialLabelFlip(UnlearningMethod):
     def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:
         c = self.config
         flipped = flip_labels(forget, tokenizer, c.flip, c.seed, c.max_length, c.template)
-        model, info = run_partial(model, tokenizer, flipped, retain, c, forget_sign=1.0)
+        model, info = run_partial(model, tokenizer, flipped, retain, c, forget_sign=1.0, eval_forget=forget)
         info.update(flip=c.flip, forget_examples=len(flipped))
         return MethodOutput(model=model, details=info, tokens_processed=info["tokens"])

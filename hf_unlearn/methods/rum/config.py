@@ -27,6 +27,14 @@ class RUMConfig(UnlearnConfig):
 
     learning_rate: float = field(default=1e-3, metadata={"help": "Base learning rate (scaled per group)."})
     num_epochs: float = field(default=4, metadata={"help": "Base epochs over each group (scaled per group)."})
+    calibrate: bool = field(
+        default=False,
+        metadata={
+            "help": "Calibrated early stopping of each group (docs/calibration.md). Off by default for RUM: on the "
+            "demo benchmark no group reached the holdout target or the retain tolerance, so the checks only cost "
+            "time (benchmarks/results/calibration_demo.md). True (with holdout=) turns it on."
+        },
+    )
     score: str = field(
         default="loss",
         metadata={

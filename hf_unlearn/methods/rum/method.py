@@ -31,6 +31,7 @@ from hf_unlearn.data.loading import UID
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.methods.rum.config import NEGGRAD_PLUS, RUMConfig
 from hf_unlearn.methods.rum.scores import INFERENCE_SCORES, LEARNING_EVENTS, inference_scores
+from hf_unlearn.training.calibration import CALIBRATION_FIELDS
 from hf_unlearn.training.engine import prepare_model, run_unlearning
 from hf_unlearn.training.trainer import UnlearnTrainer
 
@@ -210,6 +211,7 @@ class RUM(UnlearningMethod):
                     "retain_size": len(retain_g),
                     "steps": info.get("steps"),
                     "train_loss": info.get("train_loss"),
+                    "calibration": _calibration_summary(info.get("calibration")),
                     "seconds": seconds,
                 }
             )
@@ -274,6 +276,7 @@ class RUM(UnlearningMethod):
             "logging_steps": c.logging_steps,
             "disable_tqdm": c.disable_tqdm,
             "lora": None,  # the adapter (if any) is already attached by RUM
+            **{k_: getattr(c, k_) for k_ in CALIBRATION_FIELDS},  # each group calibrates (holdout= of unlearn())
         }
         if method == NEGGRAD_PLUS:
             base["alpha"] = c.per_group("alphas", g, k)
@@ -311,9 +314,14 @@ class RUM(UnlearningMethod):
         spec = get_method(method)
         cfg = spec.config_cls.from_dict(settings)
         out = spec.method_cls(cfg).unlearn(model, tokenizer, group, retain)
-        info = {**{k_: v for k_, v in out.details.items() if k_ in ("steps", "train_loss")}}
+        info = {**{k_: v for k_, v in out.details.items() if k_ in ("steps", "train_loss", "calibration")}}
         info["tokens"] = out.tokens_processed
         return out.model, info, settings
+
+
+def _calibration_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where a group's calibration stopped (without its per-check history)."""
+    return None if report is None else {k: v for k, v in report.items() if k != "history"}
 
 
 def benchmark_runner() -> Any:
@@ -346,6 +354,7 @@ def benchmark_runner() -> Any:
             method="rum",
             tokenizer=ctx.tokenizer,
             recorder=rec,
+            holdout=ctx.holdout,  # calibrated early stopping per group (docs/calibration.md)
             **cfg,
         )
 

@@ -24,7 +24,7 @@ class S3TConfig(UnlearnConfig):
         >>> S3TConfig(strategy="greedy")
         Traceback (most recent call last):
         ...
-        ValueError: strategy must be one of ['cyclic', 'bms', 'bms_prior', 'random', 'all'], got 'greedy'
+        ValueError: strategy must be one of ['cyclic', 'bms', 'bms_budget', 'bms_prior', 'random', 'all'], got 'greedy'
     """
 
     n_shards: int = field(default=1, metadata={"help": "m: disjoint data shards, one ensemble member each."})
@@ -73,7 +73,10 @@ class S3TConfig(UnlearnConfig):
     )
     learning_rate: float = field(default=2e-5, metadata={"help": "Per-stage learning rate (official LLM 2e-5)."})
     num_epochs: float = field(default=3, metadata={"help": "Epochs per stage (official 3)."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "Per-stage LR schedule."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "Per-stage LR schedule (official linear)."})
+    weight_decay: float = field(default=0.001, metadata={"help": "Per-stage AdamW weight decay (official 0.001)."})
+    max_grad_norm: float = field(default=0.3, metadata={"help": "Per-stage gradient clipping (official 0.3)."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Per-stage linear warm-up fraction (official 0.03)."})
     cache_hidden_states: bool = field(
         default=False,
         metadata={

@@ -1,6 +1,6 @@
 """The registered ``s3t`` method: deletion requests against a trained :class:`S3TModel`.
 
-S3T is trained ahead of time (:meth:`S3TModel.train`); ``hf_unlearn.unlearn(s3t_model, forget, method="s3t")``
+S3T is trained ahead of time (:meth:`S3TModel.from_training`); ``hf_unlearn.unlearn(s3t_model, forget, method="s3t")``
 then deletes the forget uids (bookkeeping, milliseconds) and optionally rebuilds the cut stages (``retrain=True``).
 """
 
@@ -40,14 +40,15 @@ class S3T(UnlearningMethod):
         """Delete ``forget`` from an :class:`S3TModel`; with ``retrain=True`` rebuild the cut stages too.
 
         Args:
-            model: a trained :class:`S3TModel` (train one with ``S3TModel.train``).
+            model: a trained :class:`S3TModel` (train one with ``S3TModel.from_training``).
             forget: the examples to forget (their ``uid`` column is used).
             retrain: rebuild the cut stages (needs ``dataset=`` after ``from_pretrained``).
             dataset: the training examples for retraining (default: the ones the model was trained on).
         """
         if not isinstance(model, S3TModel):
             raise TypeError(
-                f"method 's3t' unlearns an S3TModel (train it first with S3TModel.train), got {type(model).__name__}"
+                "method 's3t' unlearns an S3TModel (train it first with S3TModel.from_training), "
+                f"got {type(model).__name__}"
             )
         report = model.delete(list(forget[UID]))
         timings = {"delete": report["seconds"]}

@@ -20,7 +20,7 @@ Example:
     >>> from hf_unlearn.methods.s3t import S3TConfig, S3TModel
     >>> data = [{"uid": f"u{i}", "question": f"Q{i}?", "answer": f"A{i}."} for i in range(12)]
     >>> base, tok = tiny_causal_lm("llama", texts=["Question: Q1?\\nAnswer: A1."] * 4, num_layers=2, vocab_size=300)
-    >>> s3t = S3TModel.train(base, tok, data, S3TConfig(n_slices=2, num_epochs=1, learning_rate=1e-3))
+    >>> s3t = S3TModel.from_training(base, tok, data, S3TConfig(n_slices=2, num_epochs=1, learning_rate=1e-3))
     >>> report = s3t.delete(["u3"])
     >>> s3t.served_prefix_lengths()[0] <= 2
     True
@@ -33,6 +33,7 @@ import copy
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -90,11 +91,18 @@ class _StopForward(Exception):
 
 
 def _layers_slot(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
-    """``(parent, attribute, ModuleList)`` of the decoder blocks of ``model`` (peft-wrapped or not)."""
+    """``(parent, attribute, ModuleList)`` of the decoder blocks of ``model`` (peft-wrapped or not).
+
+    Found by one walk over the model, then remembered on it (every training micro-batch with the cache needs it).
+    """
+    slot = model.__dict__.get("_s3t_layers_slot")
+    if slot is not None and slot[0]._modules.get(slot[1]) is slot[2]:
+        return slot
     layers = decoder_layers(unwrap(model))
     for mod in model.modules():
         for name, child in mod.named_children():
             if child is layers:
+                model.__dict__["_s3t_layers_slot"] = (mod, name, layers)
                 return mod, name, layers
     raise RuntimeError("could not locate the decoder block list")
 
@@ -189,6 +197,66 @@ def _lower_dropout(model: nn.Module, below: int) -> list[str]:
     return bad
 
 
+def _generator_dropout(module: nn.Dropout, generator: torch.Generator):
+    """A ``forward`` for ``module`` that draws its mask from ``generator`` (not the global RNG)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if not module.training or module.p == 0:
+            return x
+        if module.p == 1:
+            return torch.zeros_like(x)
+        keep = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1 - module.p, generator=generator)
+        return x * keep / (1 - module.p)
+
+    return forward
+
+
+class _StageRNG:
+    """The private random state of one stage: every draw of its training comes from here, never from the global RNG.
+
+    * ``nn.Dropout`` modules (peft's ``lora_dropout`` and any module dropout of the base) get, for the duration of a
+      micro-batch, a ``forward`` that draws its mask from this stage's own ``torch.Generator``;
+    * anything else that draws on the global RNG inside a micro-batch (functional dropout such as
+      ``attention_dropout``) runs on a forked global stream whose state is saved and restored around each
+      micro-batch, so the global RNG of the rest of the process is neither read nor advanced by training.
+
+    Draws made elsewhere between micro-batches (a concurrent ``generate(do_sample=True)``, ``torch.rand``) therefore
+    cannot change what the stage learns. (A draw made by another thread *during* a micro-batch on the global RNG
+    could still reach a functional dropout of the base; LoRA dropout is immune.)
+    """
+
+    def __init__(self, seed: int, device: torch.device):
+        self.device = device
+        self.drops: list[nn.Dropout] | None = None  # found on the first micro-batch (one walk per stage)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        cpu = torch.Generator().manual_seed(seed ^ 0x5DEECE66)
+        self.cpu_state = cpu.get_state()
+        self.cuda_state = None
+        if device.type == "cuda":
+            self.cuda_state = torch.Generator(device=device).manual_seed(seed ^ 0x5DEECE66).get_state()
+
+    @contextlib.contextmanager
+    def active(self, model: nn.Module):
+        if self.drops is None:
+            self.drops = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+        drops = self.drops
+        for m in drops:
+            m.forward = _generator_dropout(m, self.generator)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu_state)
+            if devices:
+                torch.cuda.set_rng_state(self.cuda_state, self.device)
+            try:
+                yield
+            finally:
+                self.cpu_state = torch.get_rng_state()
+                if devices:
+                    self.cuda_state = torch.cuda.get_rng_state(self.device)
+                for m in drops:
+                    del m.forward
+
+
 def _make_stage_trainer():
     """The Trainer of one stage (a subclass of hf_unlearn's UidTrainer; built lazily to keep imports light)."""
     from hf_unlearn.training.trainer import UidTrainer
@@ -197,18 +265,37 @@ def _make_stage_trainer():
         """UidTrainer for one S3T stage on a (possibly concurrently serving) shared peft model.
 
         Every micro-batch runs forward+backward under the S3T model lock, after making the stage's chain active
-        with only its own adapter trainable and the model in train mode; it leaves the model in eval mode. Serving
-        calls (which activate other chains, inference mode) can thus interleave between micro-batches safely.
+        with only its own adapter trainable and the model in train mode. Serving calls activate their own chain
+        (inference mode) and put the model in eval mode first, under the same lock, so they interleave between
+        micro-batches safely.
         With a hidden-state cache the forward runs only from block ``start`` upwards, fed the cached states.
         """
 
-        def __init__(self, *args: Any, s3t: S3TModel, chain: list[str], cache=None, start: int = 0, **kwargs):
-            self.s3t, self.chain, self.cache, self.start = s3t, chain, cache, start
+        def __init__(
+            self, *args: Any, s3t: S3TModel, chain: list[str], rng: _StageRNG, cache=None, start: int = 0, **kwargs
+        ):
+            self.s3t, self.chain, self.cache, self.start, self.rng = s3t, chain, cache, start, rng
             super().__init__(*args, **kwargs)
+            if not hasattr(self.accelerator, "deepspeed_engine_wrapped"):
+                # Trainer.train() starts with accelerator.free_memory(), i.e. a full gc.collect(): ~0.8 s per stage
+                # in a loaded process, for a fresh accelerator that holds nothing yet. Same bookkeeping, no gc.
+                self.accelerator.free_memory = self._free_memory_without_gc
+
+        def _free_memory_without_gc(self, *objects: Any) -> list[None]:
+            acc = self.accelerator
+            acc._schedulers, acc._optimizers, acc._models, acc._dataloaders, acc.step = [], [], [], [], 0
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return [None] * len(objects)
 
         def _setup(self) -> None:
+            # re-activating walks every module of the model: skip it while nothing else (a serving call, another
+            # stage) touched the active adapters or the trainable flags since the previous micro-batch
+            if self.s3t._active_key == (tuple(self.chain), False, self.chain[-1]):
+                return
             self.s3t._activate(self.chain, inference_mode=False)
             self.s3t._freeze_all_but(self.chain[-1])
+            self.s3t._active_key = (tuple(self.chain), False, self.chain[-1])
 
         def create_optimizer(self, *args: Any, **kwargs: Any):
             with self.s3t._lock:
@@ -219,13 +306,17 @@ def _make_stage_trainer():
             with self.s3t._lock:
                 self._setup()
                 try:
-                    if self.cache is None:
-                        return super().training_step(model, inputs, num_items_in_batch)
-                    hidden = self._cached_batch(inputs)
-                    with _from_block(self.s3t.peft_model, self.start, hidden):
-                        return super().training_step(model, inputs, num_items_in_batch)
-                finally:
+                    with self.rng.active(self.s3t.peft_model):
+                        if self.cache is None:
+                            return super().training_step(model, inputs, num_items_in_batch)
+                        hidden = self._cached_batch(inputs)
+                        with _from_block(self.s3t.peft_model, self.start, hidden):
+                            return super().training_step(model, inputs, num_items_in_batch)
+                except BaseException:
                     self.s3t.peft_model.eval()
+                    raise
+                # no eval() here (a walk over every module per micro-batch): every serving path puts the model in
+                # eval mode itself before running it, under the same lock
 
         def _cached_batch(self, inputs) -> torch.Tensor:
             uids = inputs[UID]
@@ -243,19 +334,29 @@ def _make_stage_trainer():
 
 
 class _TrainAccess:
-    """``S3TModel.train(base, tok, data, cfg)`` builds a model; ``s3t_model.train(mode)`` is nn.Module's."""
+    """``S3TModel.train(base, tok, data, cfg)``: deprecated alias of :meth:`S3TModel.from_training`;
+    ``s3t_model.train(mode)`` on an instance is nn.Module's."""
 
     def __get__(self, obj: Any, cls: type) -> Any:
         if obj is None:
-            return functools.wraps(cls._train_new)(functools.partial(cls._train_new.__func__, cls))
+
+            @functools.wraps(cls.from_training)
+            def train(*args: Any, **kwargs: Any) -> S3TModel:
+                warnings.warn(
+                    "S3TModel.train(...) is deprecated: use S3TModel.from_training(...)", DeprecationWarning, 2
+                )
+                return cls.from_training(*args, **kwargs)
+
+            return train
         return functools.partial(nn.Module.train, obj)
 
 
 class S3TModel(nn.Module):
     """An S3T ensemble: ``m`` shards, each serving the longest valid prefix of its trained sequences.
 
-    Build with :meth:`train` (or :meth:`from_pretrained`); ``forward`` averages the live shards; ``generate`` works
-    for one or several live shards; :meth:`delete` is instant and exact; :meth:`retrain` rebuilds cut stages.
+    Build with :meth:`from_training` (or :meth:`from_pretrained`); ``forward`` averages the live shards;
+    ``generate`` works for one or several live shards; :meth:`delete` is instant and exact; :meth:`retrain`
+    rebuilds cut stages.
     """
 
     def __init__(self, peft_model: nn.Module, tokenizer: Any, config: S3TConfig, state: dict[str, Any]):
@@ -270,11 +371,41 @@ class S3TModel(nn.Module):
         self._lock = threading.RLock()
         self._retrain_lock = threading.Lock()
         self._valid_cache: dict[str, bool] | None = None
+        self._init_cleanup()
+
+    @property
+    def _active_key(self) -> tuple | None:
+        """(chain, inference_mode, trainable adapter) last set up by stage training, None once anything else touched
+        the active adapters. Kept on the peft model itself, so every view of it (retrain's work view) agrees."""
+        return None if self.peft_model is None else self.peft_model.__dict__.get("_s3t_active_key")
+
+    @_active_key.setter
+    def _active_key(self, value: tuple | None) -> None:
+        if self.peft_model is not None:
+            self.peft_model.__dict__["_s3t_active_key"] = value
+
+    def _init_cleanup(self, names: set[str] | None = None) -> None:
+        """Deferred freeing of dropped adapters (weights in memory, folders on disk): off the deletion request path."""
+        self._pending_names: set[str] = set(names or ())  # dropped from the inventory, still in the peft model
+        self._pending_dirs: list[Path] = []  # adapter folders of dropped stages, still on disk
+        self._pending_lock = threading.Lock()  # guards the two lists above
+        self._cleanup_lock = threading.Lock()  # one cleanup at a time (flush_deletions waits for a running one)
+        self._cleaner: threading.Thread | None = None
+        self._cleanup_event = threading.Event()
 
     def __deepcopy__(self, memo: dict) -> S3TModel:
         """Deep copy (a fresh lock; the training dataset is shared, not copied)."""
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
+        skip = {
+            "_pending_names",
+            "_pending_dirs",
+            "_pending_lock",
+            "_cleanup_lock",
+            "_cleaner",
+            "_cleanup_event",
+            "_layer_index",
+        }
         for k, v in self.__dict__.items():
             if k == "_lock":
                 new.__dict__[k] = threading.RLock()
@@ -282,13 +413,15 @@ class S3TModel(nn.Module):
                 new.__dict__[k] = threading.Lock()
             elif k == "dataset":
                 new.__dict__[k] = v
-            else:
+            elif k not in skip:
                 new.__dict__[k] = copy.deepcopy(v, memo)
+        with self._pending_lock:  # the copy frees its own copies of the not-yet-freed adapters; files stay ours
+            new._init_cleanup(self._pending_names)
         return new
 
     # ------------------------------------------------------------------------------------------------ training
     @classmethod
-    def _train_new(
+    def from_training(
         cls,
         base_model: nn.Module,
         tokenizer: Any,
@@ -311,7 +444,7 @@ class S3TModel(nn.Module):
             The trained :class:`S3TModel`.
 
         Example:
-            >>> # s3t = S3TModel.train(base, tok, data, S3TConfig(n_shards=2, n_slices=3, budget=3))
+            >>> # s3t = S3TModel.from_training(base, tok, data, S3TConfig(n_shards=2, n_slices=3, budget=3))
         """
         check_causal_lm(base_model)
         if hasattr(base_model, "peft_config"):
@@ -382,7 +515,9 @@ class S3TModel(nn.Module):
         return [i for _, i in sorted(rows)]
 
     def _uids_of(self, shard: int, prefix: list[int]) -> set[str]:
-        slices = set(prefix) if self.config_s3t.cumulative else {prefix[-1]}
+        """Uids a stage depends on: every slice of its prefix (its own data, and its parents', which it builds on,
+        also with ``cumulative=False``)."""
+        slices = set(prefix)
         return {u for u, (j, s) in self.state["assignment"].items() if j == shard and s in slices}
 
     def _lora_config(self, blocks: list[int]):
@@ -402,14 +537,27 @@ class S3TModel(nn.Module):
         from peft.tuners.lora import LoraLayer
 
         cfg = self._lora_config(blocks)
+        self._active_key = None
         if self.peft_model is None:
             self.peft_model = get_peft_model(self._base, cfg, adapter_name=name)
         else:
             self.peft_model.add_adapter(name, cfg)
-        torch.manual_seed(seed)
-        for _, module in sorted(self.peft_model.named_modules(), key=lambda kv: kv[0]):
-            if isinstance(module, LoraLayer) and name in module.lora_A:
-                module.reset_lora_parameters(name, cfg.init_lora_weights)
+        # initialise from the stage's own generator (the global RNG is neither read nor advanced): peft's default
+        # init (kaiming-uniform A, zero B) redrawn from `gen`; other init schemes run on a forked global stream
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _, module in sorted(self.peft_model.named_modules(), key=lambda kv: kv[0]):
+                if isinstance(module, LoraLayer) and name in module.lora_A:
+                    if self.__dict__.get("_layer_index") is not None:
+                        self.__dict__["_layer_index"].setdefault(name, []).append(module)
+                    module.reset_lora_parameters(name, cfg.init_lora_weights)
+                    if cfg.init_lora_weights is True:
+                        weight = module.lora_A[name].weight
+                        fresh = torch.empty(weight.shape, dtype=weight.dtype)
+                        nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=gen)
+                        with torch.no_grad():
+                            weight.copy_(fresh)
         bad = sorted({block_index(n) for n, _ in self.peft_model.named_parameters() if f".{name}." in n} - set(blocks))
         if bad:
             raise RuntimeError(f"adapter {name} reached blocks {bad} outside its group {blocks}")
@@ -427,9 +575,11 @@ class S3TModel(nn.Module):
     def _build_cache(self, ds, shard: int, starts: list[int]) -> dict[str, dict[int, torch.Tensor]]:
         """Base hidden states entering blocks ``starts`` for every non-deleted example of ``shard``.
 
-        One unpadded example per forward (batch size 1), so an example's states are a pure function of the base
-        weights and its tokens, whatever else is in the shard (exactness of delete/retrain). Adapters are disabled
-        for these forwards: the blocks below a stage's group are plain base blocks in every stage.
+        Examples of equal token length form one batch (no padding; at most ``cache_batch_size`` per forward), in
+        uid order, over the shard's surviving examples: the cache is a pure function of the base weights and the
+        surviving data, so retraining after a deletion rebuilds exactly the cache that training from scratch
+        without the deleted uids builds (exactness of delete/retrain). Adapters are disabled for these forwards: the
+        blocks below a stage's group are plain base blocks in every stage.
         """
         c = self.config_s3t
         rows = self._stage_data(ds, shard, list(range(c.n_slices)), set(self.state["deleted"]))
@@ -445,16 +595,25 @@ class S3TModel(nn.Module):
         dtype = getattr(torch, c.cache_dtype)
         device = next(model.parameters()).device
         cache: dict[str, dict[int, torch.Tensor]] = {}
-        for ex in tokenized:
-            ids = torch.tensor([ex["input_ids"]], device=device)
-            with self._lock, torch.no_grad():
-                was_training = model.training
-                model.eval()
-                ctx = _adapters_disabled(model) if self.peft_model is not None else contextlib.nullcontext()
-                with ctx:
-                    got = _hidden_inputs(model, starts, input_ids=ids, attention_mask=torch.ones_like(ids))
-                model.train(was_training)
-            cache[ex[UID]] = {b: h[0].detach().to(dtype=dtype) for b, h in got.items()}
+        by_length: dict[int, list[tuple[str, list[int]]]] = {}
+        for uid, ids in zip(tokenized[UID], tokenized["input_ids"]):
+            by_length.setdefault(len(ids), []).append((uid, ids))
+        size = max(1, c.batch_size)
+        for length in sorted(by_length):
+            group = by_length[length]
+            for i in range(0, len(group), size):
+                part = group[i : i + size]
+                ids = torch.tensor([x for _, x in part], device=device)  # (b, length): equal lengths, no padding
+                with self._lock, torch.no_grad():
+                    was_training = model.training
+                    model.eval()
+                    ctx = _adapters_disabled(model) if self.peft_model is not None else contextlib.nullcontext()
+                    with ctx:
+                        got = _hidden_inputs(model, starts, input_ids=ids, attention_mask=torch.ones_like(ids))
+                    model.train(was_training)
+                    self._active_key = None
+                for r, (uid, _) in enumerate(part):
+                    cache[uid] = {b: h[r].detach().to(dtype=dtype).clone() for b, h in got.items()}
         return cache
 
     def _train_stage(
@@ -517,12 +676,14 @@ class S3TModel(nn.Module):
                     chain=parents + [name],
                     cache=cache if use_cache else None,
                     start=start,
+                    rng=_StageRNG(seed, next(self.peft_model.parameters()).device),
                 )
                 steps = int(trainer.train().global_step)
             finally:
                 if c.output_dir is None:
                     shutil.rmtree(scratch, ignore_errors=True)
         with self._lock:
+            self._active_key = None
             for n, p in self.peft_model.named_parameters():
                 if f".{name}." in n:
                     p.requires_grad_(False)
@@ -591,7 +752,12 @@ class S3TModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ deletion
     def _validity(self) -> dict[str, bool]:
-        """Adapter -> whether its training data holds no deleted uid."""
+        """Adapter -> whether nothing it depends on holds a deleted uid.
+
+        A stage depends on the slices of its whole prefix: its own training data, and (through the frozen parent
+        stages it was trained on top of) its parents' data. With ``cumulative=False`` it trains on slice pi(t) only,
+        but still on top of stages 1..t-1, so a deletion in any slice of the prefix invalidates it too.
+        """
         if self._valid_cache is None:
             deleted = set(self.state["deleted"])
             by_shard_slice: dict[tuple[int, int], set[str]] = {}
@@ -599,10 +765,9 @@ class S3TModel(nn.Module):
             for u in deleted:
                 j, s = assignment[u]
                 by_shard_slice.setdefault((j, s), set()).add(u)
-            cum = self.config_s3t.cumulative
             out = {}
             for name, a in self.state["adapters"].items():
-                slices = a["prefix"] if cum else a["prefix"][-1:]
+                slices = a["prefix"]
                 hit = set().union(*(by_shard_slice.get((a["shard"], s), set()) for s in slices))
                 out[name] = hit <= set(a["excluded"])
             self._valid_cache = out
@@ -638,19 +803,30 @@ class S3TModel(nn.Module):
     def delete(self, uids: Any, persist: bool = True) -> dict[str, Any]:
         """Forget training examples by bookkeeping: cut every sequence prefix whose data held one of ``uids``.
 
-        The adapters trained on a deleted uid are removed from the model (and from disk when bound to a folder),
-        so nothing trained on it remains. No training happens: milliseconds.
+        Under the model lock (so it waits for a forward already running, which finishes on the old chain), the
+        inventory drops every adapter trained on a deleted uid and every shard's served chain is switched to its
+        longest valid prefix, in one step: every forward that starts after ``delete`` returns uses the new chains,
+        and no chain that contains a dropped adapter can be activated again. When the model is bound to a folder,
+        the inventory is rewritten (atomic replace, fsynced) before returning, so a restart never loads a dropped
+        adapter. Freeing the dropped adapters' weights (peft ``delete_adapter``) and removing their folders happen
+        afterwards in a background thread (:meth:`flush_deletions` waits for it). No training happens.
 
         Args:
             uids: a uid or an iterable of uids (or a Dataset with a ``uid`` column).
             persist: rewrite the inventory in the folder this model was saved to / loaded from.
 
         Returns:
-            A report: ``deleted`` (newly deleted uids), ``already_deleted`` (no-ops), ``cuts`` (per shard and
-            sequence: prefix length before/after), ``adapters_removed``, ``dead_shards``, ``live_shards``.
+            A report: ``deleted`` (newly deleted uids), ``already_deleted`` (no-ops), ``shards_hit``, ``cuts`` (per
+            shard and sequence: prefix length ``from``/``to`` and ``stages_cut``), ``adapters_removed``,
+            ``live_shards``, ``dead_shards``, ``served_prefix_lengths``, ``seconds`` (the whole call),
+            ``persist_seconds`` (of that, writing the inventory; 0 when not bound or nothing changed) and
+            ``cleanup_pending`` (adapters whose weights/folders are being freed in the background).
 
         Raises:
             KeyError: naming unknown uids (nothing is changed then).
+
+        Example:
+            >>> # report = s3t.delete(["u3"]); report["adapters_removed"]
         """
         t0 = time.perf_counter()
         if isinstance(uids, str):
@@ -686,8 +862,8 @@ class S3TModel(nn.Module):
                             }
                         )
                     sh["chains"][q] = [c if c is not None and valid.get(c, False) else None for c in chain]
-            for name in removed:
-                self._drop_adapter(name)
+            for name in removed:  # out of the inventory now: no chain can name it; its weights are freed later
+                self.state["adapters"].pop(name, None)
             self._valid_cache = None
             served = self.served()
             report = {
@@ -700,24 +876,118 @@ class S3TModel(nn.Module):
                 "dead_shards": sorted(int(j) for j in self.state["shards"] if int(j) not in served),
                 "served_prefix_lengths": {j: len(c) for j, c in served.items()},
             }
+            t_persist = time.perf_counter()
+            dirs = []
             if persist and self.path is not None and (new or removed):
                 self._write_inventory(self.path)
-                for name in removed:
-                    shutil.rmtree(self.path / ADAPTERS / name, ignore_errors=True)
+                dirs = [self.path / ADAPTERS / name for name in removed]
+            report["persist_seconds"] = time.perf_counter() - t_persist
+            if removed:
+                self._schedule_cleanup(removed, dirs)
+            report["cleanup_pending"] = list(removed)
             report["seconds"] = time.perf_counter() - t0
             return report
 
+    def _schedule_cleanup(self, names: list[str], dirs: list[Path]) -> None:
+        """Queue freeing for the cleanup thread (started once, then kept while requests keep coming: starting a
+        thread waits for it to be scheduled, which costs milliseconds on a loaded machine)."""
+        import weakref
+
+        with self._pending_lock:
+            self._pending_names.update(names)
+            self._pending_dirs.extend(dirs)
+            self._cleanup_event.set()
+            if self._cleaner is None:
+                self._cleaner = threading.Thread(
+                    target=S3TModel._cleanup_loop,
+                    args=(weakref.ref(self), self._cleanup_event),
+                    daemon=True,
+                    name="s3t-cleanup",
+                )
+                self._cleaner.start()
+
+    @staticmethod
+    def _cleanup_loop(ref, event: threading.Event, idle_seconds: float = 30.0) -> None:
+        """Free pending adapters whenever asked; exit after ``idle_seconds`` without work or once the model is gone
+        (the thread holds only a weak reference to it)."""
+        while True:
+            woke = event.wait(idle_seconds)
+            model = ref()
+            if model is None:
+                return
+            with model._pending_lock:
+                if not woke and not model._pending_names and not model._pending_dirs:
+                    model._cleaner = None
+                    return
+                event.clear()
+            model.flush_deletions()
+            del model
+
+    def flush_deletions(self) -> None:
+        """Free now the weights and folders of adapters dropped by :meth:`delete` (normally a background thread
+        does it); returns when nothing is pending. Must not be called while holding the model lock.
+
+        Example:
+            >>> # s3t.delete(["u3"]); s3t.flush_deletions()  # the dropped adapters are gone from memory and disk
+        """
+        with self._cleanup_lock:
+            with self._pending_lock:
+                names, dirs = set(self._pending_names), list(self._pending_dirs)
+                self._pending_names.clear()
+                self._pending_dirs.clear()
+            for name in sorted(names):
+                with self._lock:  # one adapter per lock hold: a request waits for at most one adapter's freeing
+                    if name not in self.state["adapters"]:  # never free a live adapter
+                        self._free_adapter(name)
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def _lora_layers_of(self, name: str) -> list[nn.Module]:
+        """The LoRA layers holding adapter ``name`` (an index built by one walk over the model, then kept)."""
+        from peft.tuners.lora import LoraLayer
+
+        index = self.__dict__.get("_layer_index")
+        if index is None:
+            index = {}
+            for module in self.peft_model.modules():
+                if isinstance(module, LoraLayer):
+                    for key in module.lora_A:
+                        index.setdefault(key, []).append(module)
+            self.__dict__["_layer_index"] = index
+        return index.get(name, [])
+
+    def _free_adapter(self, name: str) -> None:
+        """Remove adapter ``name``'s weights from the peft model (it must be in no served chain).
+
+        Equivalent to peft's ``delete_adapter`` for S3T's stage adapters (LoRA layers only, never merged, no
+        ``modules_to_save``), but it visits only the layers of the adapter's own blocks instead of walking the whole
+        model three times: it runs under the model lock, so it must be short.
+        """
+        self._active_key = None
+        if self.peft_model is None or name not in self.peft_model.peft_config:
+            return
+        if len(self.peft_model.peft_config) == 1:  # peft cannot delete its last adapter: zero it instead
+            for n, p in self.peft_model.named_parameters():
+                if f".{name}." in n:
+                    p.data.zero_()
+            return
+        layers = self._lora_layers_of(name)
+        del self.peft_model.peft_config[name]
+        for module in layers:
+            module.delete_adapter(name)
+        self.__dict__["_layer_index"].pop(name, None)
+        tuner = self.peft_model.base_model
+        active = tuner.active_adapter if isinstance(tuner.active_adapter, list) else [tuner.active_adapter]
+        if name in active:  # keep the model-level names live (the next forward activates a served chain anyway)
+            rest = [a for a in active if a != name] or [next(iter(self.peft_model.peft_config))]
+            tuner.active_adapter = rest
+            self.peft_model.active_adapter = rest[-1]
+        elif self.peft_model.active_adapter == name:
+            self.peft_model.active_adapter = active[-1]
+
     def _drop_adapter(self, name: str, state: dict | None = None) -> None:
         (self.state if state is None else state)["adapters"].pop(name, None)
-        if self.peft_model is not None and name in self.peft_model.peft_config:
-            if len(self.peft_model.peft_config) == 1:  # peft cannot delete its last adapter: zero it instead
-                for n, p in self.peft_model.named_parameters():
-                    if f".{name}." in n:
-                        p.data.zero_()
-                return
-            with warnings.catch_warnings():  # "adapter was active": the next forward activates a live chain
-                warnings.simplefilter("ignore")
-                self.peft_model.delete_adapter(name)
+        self._free_adapter(name)
 
     # ------------------------------------------------------------------------------------------------ retrain
     def retrain(self, dataset: Any = None, background: bool = False):
@@ -729,7 +999,7 @@ class S3TModel(nn.Module):
         atomically at the end. ``S3TConfig.retrain_copy=True`` trains on a private deep copy instead (2x memory).
 
         Args:
-            dataset: the training examples (default: the dataset given to :meth:`train`; required after
+            dataset: the training examples (default: the dataset given to :meth:`from_training`; required after
                 :meth:`from_pretrained`). It must hold every non-deleted uid of the slices to rebuild.
             background: run in a daemon thread and return it (``thread.join()`` waits); else block and return the
                 list of new adapter names.
@@ -756,6 +1026,7 @@ class S3TModel(nn.Module):
         if not self._retrain_lock.acquire(blocking=False):
             raise RuntimeError("a retrain() of this model is already running")
         try:
+            self.flush_deletions()  # free the dropped adapters first (memory; and a deep copy would carry them)
             return self._retrain_locked(ds)
         finally:
             self._retrain_lock.release()
@@ -807,6 +1078,7 @@ class S3TModel(nn.Module):
     # ------------------------------------------------------------------------------------------------ inference
     def _activate(self, chain: list[str], inference_mode: bool = True) -> None:
         """Make exactly ``chain`` active (peft sums them). PeftModel.set_adapter takes one name: use the LoraModel."""
+        self._active_key = None
         self.peft_model.base_model.set_adapter(list(chain), inference_mode=inference_mode)
         self.peft_model.active_adapter = chain[-1]  # PeftModel's own (single) name must stay a live adapter
 
@@ -901,16 +1173,28 @@ class S3TModel(nn.Module):
                 raise RuntimeError("every S3T shard is dead: nothing to generate with; call retrain()")
             if len(served) == 1:
                 self._activate(next(iter(served.values())))
+                if self.peft_model.training:  # serving is always in eval mode (dropout off)
+                    self.peft_model.eval()
                 return self.peft_model.generate(*args, **kwargs)
             kwargs.setdefault("use_cache", False)
             return S3TEnsembleForCausalLM(self).generate(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------------------ save / load
     def _write_inventory(self, path: Path) -> None:
+        """Crash-safe rewrite: write a temp file, fsync it, atomically replace the inventory, fsync the folder."""
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / (INVENTORY + ".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(self.state, sort_keys=True, separators=(",", ":")))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path / INVENTORY)
+        if hasattr(os, "O_DIRECTORY"):
+            fd = os.open(path, os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write every live stage adapter as a standard peft folder ``adapters/<name>/`` plus the inventory.
@@ -925,7 +1209,7 @@ class S3TModel(nn.Module):
                 self.peft_model.save_pretrained(str(path / ADAPTERS), selected_adapters=[name])
         for stale in (path / ADAPTERS).iterdir():
             if stale.is_dir() and stale.name not in names:
-                shutil.rmtree(stale)
+                shutil.rmtree(stale, ignore_errors=True)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(path / "tokenizer"))
         self._write_inventory(path)

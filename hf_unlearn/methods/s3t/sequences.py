@@ -8,9 +8,14 @@ Strategies (the official ones, arXiv 2406.16257 section 3.3):
 
 * ``cyclic``: right rotations of ``[0..L-1]``; B = L gives a Latin square. B > L: every sequence of the previous
   level spawns rotations of its suffix after position n (level n = 1, 2, ...), added rotation-index-major until B.
-* ``bms``: bipartite-matching selection without priors: sequences are grown one position per round; each round is
-  a networkx max-weight matching between sequences and (copies of) unused slices, which keeps every slice once per
-  position and prefers prefixes not seen before (diversity).
+* ``bms`` (official, ``bms()`` of ``src/inference.py``): bipartite-matching selection without priors. The L
+  sequences ``[0], [1], ..., [L-1]`` grow one position per round; each round is a networkx max-weight matching
+  (unit weights) between the sequences (a node per sequence, named by its last slice) and the slices each has not
+  used yet. Every round is a perfect matching, so the L sequences form a Latin square. With B <= L the first B of
+  them are served (``bms(L)[:B]``, as the official inventory does). The official code has no BMS for B > L (it
+  trains all L! permutations there); we then fall back to ``bms_budget``.
+* ``bms_budget`` (ours, the former ``bms``): solves the matching for the B sequences themselves, in rounds of at
+  most L, with a penalty on reusing a slice at a position and a bonus for prefixes not seen before.
 * ``bms_prior``: with deletion priors p (probability that a deletion hits each slice): each round is a Hungarian
   assignment (scipy ``linear_sum_assignment``) maximising the official prefix-survival score, so rarely-deleted
   slices come early.
@@ -31,7 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-STRATEGIES = ("cyclic", "bms", "bms_prior", "random", "all")
+STRATEGIES = ("cyclic", "bms", "bms_budget", "bms_prior", "random", "all")
 
 
 def rotate_right(seq: Sequence[int], k: int) -> list[int]:
@@ -103,8 +108,51 @@ def prefix_score(probs: Sequence[float], horizon: int = 100) -> float:
     return score
 
 
+def bms_official_sequences(n_slices: int) -> list[list[int]]:
+    """The official BMS without priors: L sequences grown by one unit-weight networkx matching per position.
+
+    Round r matches every sequence (a graph node named by its last slice, as in the official code) to a slice it
+    has not used (node ``L + slice``); the matched slice is appended. Each round's matching is perfect, so the
+    result is a Latin square (checked: a RuntimeError otherwise).
+
+    Example:
+        >>> bms_official_sequences(3)
+        [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+    """
+    import networkx as nx
+
+    _check_budget(n_slices, 1)
+    seqs = [[first] for first in range(n_slices)]
+    for _ in range(n_slices - 1):
+        graph = nx.Graph()
+        graph.add_weighted_edges_from(
+            (seq[-1], n_slices + nxt, 1) for seq in seqs for nxt in range(n_slices) if nxt not in seq
+        )
+        by_last = {seq[-1]: seq for seq in seqs}  # distinct last slices: every earlier round was perfect
+        matched = nx.max_weight_matching(graph)
+        if len(matched) != n_slices:
+            raise RuntimeError(f"BMS round found no perfect matching for L={n_slices}")
+        for u, v in matched:
+            last, slot = (u, v) if u < n_slices else (v, u)
+            by_last[last].append(slot - n_slices)
+    return seqs
+
+
 def bms_sequences(n_slices: int, budget: int) -> list[list[int]]:
-    """BMS without priors: per position, a max-weight bipartite matching (networkx) of sequences to slices.
+    """Official BMS without priors: ``bms_official_sequences(L)[:B]`` for B <= L; ``bms_budget`` for B > L.
+
+    Example:
+        >>> bms_sequences(4, 2)
+        [[0, 3, 2, 1], [1, 2, 3, 0]]
+    """
+    _check_budget(n_slices, budget)
+    if budget <= n_slices:
+        return bms_official_sequences(n_slices)[:budget]
+    return bms_budget_sequences(n_slices, budget)
+
+
+def bms_budget_sequences(n_slices: int, budget: int) -> list[list[int]]:
+    """BMS for exactly B sequences (ours): per position, a max-weight matching (networkx) of sequences to slices.
 
     Sequences are built in rounds of at most L, each round starting from ``[0], [1], ..., [L-1]``. A position of a
     round matches its sequences to copies of the slices they have not used yet; copy c of a slice costs more the
@@ -193,7 +241,7 @@ def select_sequences(
     """Sequences for one shard with a named strategy (see the module docstring).
 
     Args:
-        strategy: one of ``cyclic``, ``bms``, ``bms_prior``, ``random``, ``all``.
+        strategy: one of ``cyclic``, ``bms``, ``bms_budget``, ``bms_prior``, ``random``, ``all``.
         n_slices: L.
         budget: B (ignored by ``all``).
         seed: seed of ``random``.
@@ -207,6 +255,8 @@ def select_sequences(
         return cyclic_sequences(n_slices, budget)
     if strategy == "bms":
         return bms_sequences(n_slices, budget)
+    if strategy == "bms_budget":
+        return bms_budget_sequences(n_slices, budget)
     if strategy == "bms_prior":
         return bms_prior_sequences(n_slices, budget, priors)
     if strategy == "random":

@@ -102,8 +102,15 @@ def simulate_deletions(
     """
     rng = random.Random(seed)
     counts = []
+    fixed = None
+    if strategy != "random":  # deterministic strategies: the same sequences in every trial and shard
+        fixed = select_sequences(strategy, L, B, priors=priors)
     for t in range(trials):
-        seqs = [select_sequences(strategy, L, B, seed=seed * 1000003 + t * 131 + j, priors=priors) for j in range(m)]
+        if fixed is not None:
+            seqs = [fixed] * m
+        else:
+            seeds = [seed * 1000003 + t * 131 + j for j in range(m)]
+            seqs = [select_sequences(strategy, L, B, seed=s, priors=priors) for s in seeds]
         counts.append(count_until_failure(seqs, L, _uniform_draws(rng, m * L)))
     arr = np.asarray(counts, dtype=float)
     out = (float(arr.mean()), float(arr.std()))
