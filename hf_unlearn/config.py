@@ -105,7 +105,6 @@ class UnlearnConfig:
     output_dir: str | None = field(default=None, metadata={"help": "Trainer scratch directory (temp if None)."})
     logging_steps: int = field(default=10, metadata={"help": "Trainer logging interval."})
     disable_tqdm: bool = field(default=True, metadata={"help": "Hide the Trainer progress bar."})
-<<<<<<< HEAD
     training_args: dict[str, Any] | None = field(
         default=None,
         metadata={
@@ -114,7 +113,6 @@ class UnlearnConfig:
             "(learning_rate, batch size, seed, ...) are set through their own config field instead."
         },
     )
-=======
     calibrate: bool = field(
         default=True,
         metadata={
@@ -153,7 +151,6 @@ class UnlearnConfig:
         default=2048,
         metadata={"help": "Token budget of each calibration evaluation set (forget, retain sample, holdout)."},
     )
->>>>>>> main
 
     def __post_init__(self) -> None:
         check_range("learning_rate", self.learning_rate, 0, lo_open=True)
@@ -167,9 +164,7 @@ class UnlearnConfig:
         check_range("max_grad_norm", self.max_grad_norm, 0)
         check_range("max_length", self.max_length, 2)
         check_choice("template", self.template, ("plain", "chat"))
-<<<<<<< HEAD
         check_training_args(self.training_args)
-=======
         if self.max_weight_growth != 0:
             check_range("max_weight_growth", self.max_weight_growth, 1, lo_open=True)
         if not isinstance(self.calibrate, bool):
@@ -183,7 +178,6 @@ class UnlearnConfig:
             raise ValueError(f"eval_every must be an int >= 1, got {self.eval_every!r}")
         check_range("mia_epsilon", self.mia_epsilon, 0, 0.5)
         check_range("calibration_tokens", self.calibration_tokens, 1)
->>>>>>> main
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of the fields (a LoraConfig becomes its dict)."""
