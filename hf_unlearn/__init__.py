@@ -41,6 +41,7 @@ _EXPORTS = {
     "UnlearnResult": "hf_unlearn.result",
     "FinetuneResult": "hf_unlearn.training",
     "finetune": "hf_unlearn.training",
+    "pretrained_tiny_lm": "hf_unlearn.training",
     "DivergenceError": "hf_unlearn.training.guard",
     "weights_hash": "hf_unlearn.utils.hashing",
 }
@@ -71,7 +72,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from hf_unlearn.models import load_model, load_smollm2_offline, tiny_causal_lm, train_bpe_tokenizer  # noqa: F401
     from hf_unlearn.registry import get_method, list_methods, register_method  # noqa: F401
     from hf_unlearn.result import UnlearnResult  # noqa: F401
-    from hf_unlearn.training import FinetuneResult, finetune  # noqa: F401
+    from hf_unlearn.training import FinetuneResult, finetune, pretrained_tiny_lm  # noqa: F401
     from hf_unlearn.training.guard import DivergenceError  # noqa: F401
     from hf_unlearn.utils.hashing import weights_hash  # noqa: F401
 
@@ -104,6 +105,7 @@ __all__ = [
     "load_muse",
     "load_tofu",
     "load_smollm2_offline",
+    "pretrained_tiny_lm",
     "register_method",
     "tiny_causal_lm",
     "train_bpe_tokenizer",

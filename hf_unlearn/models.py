@@ -86,6 +86,58 @@ def _default_texts() -> list[str]:
     )
 
 
+# Families tiny_causal_lm builds from a config (transformers model_type -> extra config fields). Each gets the
+# generic sizes (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, ...) plus these.
+TINY_FAMILIES: dict[str, dict[str, Any]] = {
+    "llama": {},
+    "gpt2": {},
+    "mistral": {"head_dim": None},
+    "mixtral": {"head_dim": None, "num_local_experts": 2, "num_experts_per_tok": 1},
+    "qwen2": {},
+    "qwen3": {"head_dim": None},
+    "gemma": {"head_dim": None},
+    "gemma2": {"head_dim": None},
+    "gemma3_text": {"head_dim": None},
+    "phi": dict(resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0),
+    "phi3": dict(resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0),
+    "gpt_neox": dict(hidden_dropout=0.0, attention_dropout=0.0),
+    "opt": dict(dropout=0.0, attention_dropout=0.0, ffn_dim=None, word_embed_proj_dim=None),
+    "falcon": dict(hidden_dropout=0.0, attention_dropout=0.0, ffn_hidden_size=None, alibi=False),
+    "bloom": dict(hidden_dropout=0.0, attention_dropout=0.0),
+    "stablelm": {},
+    "olmo2": {},
+    "starcoder2": dict(residual_dropout=0.0, embedding_dropout=0.0),
+    "granite": {},
+    "gpt_bigcode": dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
+}
+_FAMILY_ALIASES = {"gemma3": "gemma3_text", "neox": "gpt_neox", "gpt-neox": "gpt_neox"}
+
+
+def _family_config(family: str, hidden_size: int, num_heads: int, intermediate: int, **common: Any) -> Any:
+    """A transformers config of ``family`` at the requested (tiny) size."""
+    from transformers import AutoConfig
+
+    extra: dict[str, Any] = {}
+    for key, value in TINY_FAMILIES[family].items():
+        if value is not None:
+            extra[key] = value
+        elif key == "head_dim":
+            extra[key] = hidden_size // num_heads
+        elif key in ("ffn_dim", "ffn_hidden_size"):
+            extra[key] = intermediate
+        elif key == "word_embed_proj_dim":
+            extra[key] = hidden_size
+    return AutoConfig.for_model(
+        family,
+        hidden_size=hidden_size,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        intermediate_size=intermediate,
+        **common,
+        **extra,
+    )
+
+
 def tiny_causal_lm(
     arch: str = "llama",
     tokenizer: Any = None,
@@ -100,25 +152,41 @@ def tiny_causal_lm(
     tie_word_embeddings: bool | None = None,
     seed: int = 0,
 ) -> tuple[nn.Module, Any]:
-    """A freshly initialised small causal LM (Llama- or GPT-2-style) and its tokenizer, built from a config.
+    """A freshly initialised small causal LM of a common transformers family and its tokenizer, built from a config.
 
     Args:
-        arch: ``"llama"`` or ``"gpt2"``.
+        arch: a family in :data:`TINY_FAMILIES` (its transformers ``model_type``): ``"llama"``, ``"gpt2"``,
+            ``"mistral"``, ``"qwen2"``, ``"qwen3"``, ``"gemma2"``, ``"gemma3_text"`` (alias ``"gemma3"``),
+            ``"phi3"``, ``"gpt_neox"``, ``"opt"``, ``"falcon"``, ``"bloom"``, ...
         tokenizer: an existing tokenizer; otherwise a byte-level BPE is trained on ``texts`` (default: the
             embedded benchmark's text).
         texts: text to train the tokenizer on.
         vocab_size: BPE vocabulary size (when training a tokenizer).
         hidden_size, num_layers, num_heads, intermediate_size, max_position_embeddings: architecture.
-        tie_word_embeddings: default True for GPT-2, False for Llama (each family's usual choice).
+        tie_word_embeddings: default: the family's usual choice (True for GPT-2, False for Llama, ...).
         seed: torch seed for the initialisation.
 
     Returns:
         ``(model, tokenizer)``; the model is in train mode on CPU with fp32 weights.
+
+    Raises:
+        ValueError: an unknown family (naming the closest) or inconsistent sizes.
+
+    Example:
+        >>> model, tok = tiny_causal_lm("qwen3", texts=["Question: Who? Answer: Ann."] * 4, hidden_size=32,
+        ...                             num_layers=2, vocab_size=300)
+        >>> type(model).__name__
+        'Qwen3ForCausalLM'
     """
+    import difflib
+
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
-    if arch not in ("llama", "gpt2"):
-        raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}")
+    arch = _FAMILY_ALIASES.get(arch, arch)
+    if arch not in TINY_FAMILIES:
+        close = difflib.get_close_matches(str(arch), list(TINY_FAMILIES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown arch {arch!r}{hint}; choose from {sorted(TINY_FAMILIES)}")
     if num_layers < 1 or hidden_size < 1 or num_heads < 1 or hidden_size % num_heads:
         raise ValueError(
             f"need num_layers >= 1 and hidden_size divisible by num_heads, got num_layers={num_layers}, "
@@ -144,7 +212,7 @@ def tiny_causal_lm(
             attn_pdrop=0.0,
             **ids,
         )
-    else:
+    elif arch == "llama":
         config = LlamaConfig(
             vocab_size=vocab,
             hidden_size=hidden_size,
@@ -154,6 +222,19 @@ def tiny_causal_lm(
             num_key_value_heads=num_heads,
             max_position_embeddings=max_position_embeddings,
             tie_word_embeddings=False if tie_word_embeddings is None else tie_word_embeddings,
+            **ids,
+        )
+    else:
+        tie = {} if tie_word_embeddings is None else {"tie_word_embeddings": tie_word_embeddings}
+        config = _family_config(
+            arch,
+            hidden_size,
+            num_heads,
+            intermediate_size or 4 * hidden_size,
+            vocab_size=vocab,
+            num_hidden_layers=num_layers,
+            max_position_embeddings=max_position_embeddings,
+            **tie,
             **ids,
         )
     with torch.random.fork_rng(devices=[]):

@@ -50,3 +50,67 @@ def test_wrong_model_type_and_bad_arch(qa_texts):
 def test_local_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(ValueError, match="not a model folder"):
         models.load_model(tmp_path)
+
+
+# --- the pretrained tiny base (hf_unlearn.training.pretrain) -------------------------------------------------------
+
+TINY_RECIPE = dict(corpus_authors=40, corpus_qa_per_author=2, vocab_size=300, hidden_size=16, num_layers=1,
+                   num_heads=2, epochs=1, batch_size=16, max_length=48)  # fmt: skip
+
+
+def test_pretraining_corpus_shares_no_person_with_the_benchmark():
+    from hf_unlearn.training.pretrain import benchmark_people, pretraining_corpus
+
+    people = benchmark_people(5, 0)  # training AND holdout authors
+    assert len(people) == 6
+    clash = "Priya Zelenko"  # a person of build(5, seed=0) whom the seed-123 generator also produces
+    assert clash in people
+    unfiltered = pretraining_corpus((), n_authors=40, seed=123, qa_per_author=2)
+    assert any(clash in q + a for q, a in zip(unfiltered["question"], unfiltered["answer"]))
+    ds = pretraining_corpus(people, n_authors=40, seed=123, qa_per_author=2)
+    text = "\n".join(q + " " + a for q, a in zip(ds["question"], ds["answer"]))
+    assert not [p for p in people if p in text]
+    assert len(ds) == len(unfiltered) - 2  # exactly the clashing author's two rows are gone
+    assert {"world", "real"} <= set(ds["author_id"])  # general knowledge is part of pretraining
+    with pytest.raises(ValueError, match="every author"):
+        pretraining_corpus(benchmark_people(40, 123), n_authors=40, seed=123)
+
+
+def test_pretrained_tiny_lm_is_cached_and_its_tokenizer_knows_only_the_pretraining_text(tmp_path, monkeypatch):
+    import sys
+
+    from hf_unlearn.training.pretrain import _corpus_texts, benchmark_people, pretrained_tiny_lm, pretraining_corpus
+
+    model, tok = pretrained_tiny_lm(exclude_benchmark=(5, 0), cache=tmp_path, **TINY_RECIPE)
+    folders = list((tmp_path / "pretrained").iterdir())
+    assert len(folders) == 1 and (folders[0] / "config.json").exists() and model.training
+    # the tokenizer is the BPE trained on the pretraining text and nothing else
+    corpus = pretraining_corpus(benchmark_people(5, 0), 40, 123, 2)
+    ref = models.train_bpe_tokenizer(_corpus_texts(corpus), vocab_size=300)
+    assert tok.get_vocab() == ref.get_vocab()
+
+    # a second call loads the cache: no training, the same weights and tokenizer
+    def no_training(*a, **k):
+        pytest.fail("the cached base was pretrained again")
+
+    monkeypatch.setattr(sys.modules["hf_unlearn.training.finetune"], "finetune", no_training)
+    again, tok2 = pretrained_tiny_lm(exclude_benchmark=(5, 0), cache=tmp_path, **TINY_RECIPE)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    text = "Question: Where was Priya Zelenko born?\nAnswer: In Lima."
+    assert tok2(text)["input_ids"] == tok(text)["input_ids"] and tok2(text)["input_ids"][0] == tok.bos_token_id
+    # another recipe is another cache entry
+    monkeypatch.undo()
+    pretrained_tiny_lm(exclude_benchmark=(5, 0), cache=tmp_path, **{**TINY_RECIPE, "epochs": 2})
+    assert len(list((tmp_path / "pretrained").iterdir())) == 2
+
+
+def test_concurrent_builds_keep_one_complete_copy(tmp_path):
+    from hf_unlearn.training.pretrain import _save_atomically
+
+    model, tok = tiny_causal_lm("llama", texts=["Question: Who? Answer: Ann."] * 4, vocab_size=280, hidden_size=16,
+                                num_layers=1, num_heads=2)  # fmt: skip
+    target = tmp_path / "pretrained" / "base"
+    _save_atomically(model, tok, target, {"v": 1})
+    _save_atomically(model, tok, target, {"v": 1})  # the second writer finds the folder there: no error, no debris
+    assert sorted(p.name for p in target.parent.iterdir()) == ["base"]
+    assert (target / "config.json").exists() and (target / "hf_unlearn_recipe.json").exists()

@@ -6,6 +6,7 @@ from hf_unlearn.training.finetune import FinetuneResult, finetune, training_argu
 from hf_unlearn.training.guard import DivergenceError, DivergenceGuard, check_weights, weight_norm
 from hf_unlearn.training.lora import make_lora_config
 from hf_unlearn.training.losses import batch_nll, kl_to_reference, sequence_nll, token_logprobs
+from hf_unlearn.training.pretrain import pretrained_tiny_lm
 from hf_unlearn.training.trainer import UidTrainer, UnlearnTrainer, model_inputs
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "make_lora_config",
     "model_inputs",
     "precompute_sequence_nll",
+    "pretrained_tiny_lm",
     "prepare_model",
     "run_unlearning",
     "sequence_nll",
