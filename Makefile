@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-smollm2 demo test lint bench bench-smollm2 clean
+.PHONY: install install-smollm2 demo test test-multiproc lint bench bench-smollm2 clean
 
 $(BIN)/.installed: pyproject.toml requirements-cpu.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Every trainer-based method under 2 gloo CPU processes vs 1 process (tests/test_multiproc.py): a few minutes.
+test-multiproc: install
+	$(BIN)/python -m pytest -q -m multiproc
 
 lint: install
 	$(BIN)/ruff check hf_unlearn tests benchmarks recipes

@@ -105,6 +105,14 @@ class UnlearnConfig:
     output_dir: str | None = field(default=None, metadata={"help": "Trainer scratch directory (temp if None)."})
     logging_steps: int = field(default=10, metadata={"help": "Trainer logging interval."})
     disable_tqdm: bool = field(default=True, metadata={"help": "Hide the Trainer progress bar."})
+    training_args: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Further transformers.TrainingArguments fields for the methods that train with a Trainer, e.g. "
+            "{'gradient_checkpointing': True} or {'optim': 'adafactor'}. Fields this config sets itself "
+            "(learning_rate, batch size, seed, ...) are set through their own config field instead."
+        },
+    )
     calibrate: bool = field(
         default=True,
         metadata={
@@ -156,6 +164,7 @@ class UnlearnConfig:
         check_range("max_grad_norm", self.max_grad_norm, 0)
         check_range("max_length", self.max_length, 2)
         check_choice("template", self.template, ("plain", "chat"))
+        check_training_args(self.training_args)
         if self.max_weight_growth != 0:
             check_range("max_weight_growth", self.max_weight_growth, 1, lo_open=True)
         if not isinstance(self.calibrate, bool):
@@ -195,6 +204,48 @@ class UnlearnConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+
+#: TrainingArguments fields an UnlearnConfig sets from its own fields (``training_args`` may not set them).
+OWN_TRAINING_ARGS = (
+    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_steps", "max_grad_norm",
+    "seed", "data_seed", "logging_steps", "disable_tqdm", "bf16", "remove_unused_columns",
+)  # fmt: skip
+
+
+def check_training_args(values: dict[str, Any] | None) -> None:
+    """Validate ``UnlearnConfig.training_args``: a dict of TrainingArguments fields the config does not set itself.
+
+    Raises:
+        ValueError: not a dict, or a field the config sets through its own field. KeyError: an unknown field
+            (with the closest TrainingArguments field names).
+
+    Example:
+        >>> check_training_args({"gradient_checkpointing": True})
+        >>> check_training_args({"gradient_checkpoint": True})
+        Traceback (most recent call last):
+        ...
+        KeyError: "unknown TrainingArguments field(s) ['gradient_checkpoint'] in training_args; did you mean ['gradient_checkpointing', ...]?"
+    """  # noqa: E501
+    if values is None:
+        return
+    if not isinstance(values, dict):
+        raise ValueError(f"training_args must be a dict of TrainingArguments fields or None, got {values!r}")
+    import difflib
+
+    from transformers import TrainingArguments
+
+    valid = [f.name for f in dataclasses.fields(TrainingArguments)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=3, cutoff=0.6)
+        raise KeyError(
+            f"unknown TrainingArguments field(s) {unknown} in training_args; did you mean {close or valid[:5]}?"
+        )
+    own = sorted(set(values) & set(OWN_TRAINING_ARGS))
+    if own:
+        raise ValueError(f"training_args may not set {own}: set them through the config's own fields")
 
 
 def _jsonable(v: Any) -> Any:

@@ -56,7 +56,7 @@ def test_shipped_baseline_recipes_load(path, script):
 
 def test_accelerate_configs_cover_single_multi_gpu_multi_cpu():
     cfgs = {p.stem: yaml.safe_load(p.read_text()) for p in (RECIPES / "accelerate").glob("*.yaml")}
-    assert set(cfgs) == {"single", "multi_gpu", "multi_cpu"}
+    assert set(cfgs) == {"single", "multi_gpu", "multi_cpu", "fsdp", "deepspeed_zero3"}
     assert cfgs["single"]["num_processes"] == 1 and cfgs["single"]["distributed_type"] == "NO"
     assert cfgs["multi_cpu"]["num_processes"] == 2
     assert "ACCELERATE_USE_CPU=1" in (RECIPES / "accelerate" / "multi_cpu.yaml").read_text()

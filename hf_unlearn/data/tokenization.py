@@ -387,7 +387,11 @@ class PairedDataset(torch.utils.data.Dataset):
     The retain partner of item i on its k-th draw is ``perm[(i + k * len(F)) % len(R)]`` for a seeded permutation
     ``perm`` of the retain set: a pass over the forget set pairs it with ``len(F)`` distinct retain examples, later
     epochs move on through the retain set, and the pairing depends only on (item, draw count), never on the order
-    or the process an item is drawn in (so 1 and N processes pair identically).
+    an item is drawn in.
+
+    Under several processes an item can be drawn on rank 0 in one epoch and on rank 1 in the next, so a per-process
+    draw count would differ from the single-process one: once :meth:`set_epoch` has been called (the unlearning
+    engine does it at every epoch start), ``k`` is that epoch instead, and 1 and N processes pair identically.
     """
 
     def __init__(self, forget: Dataset, retain: Dataset | None, seed: int = 0):
@@ -398,6 +402,11 @@ class PairedDataset(torch.utils.data.Dataset):
         self._order = list(range(len(retain))) if retain is not None else []
         random.Random(seed).shuffle(self._order)
         self._draws: dict[int, int] = {}
+        self._epoch: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pair every item with its ``epoch``-th retain partner from now on (instead of counting draws)."""
+        self._epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.forget)
@@ -406,8 +415,11 @@ class PairedDataset(torch.utils.data.Dataset):
         i = int(i)
         item = {"forget": self.forget[i]}
         if self.retain is not None and len(self.retain) > 0:
-            k = self._draws.get(i, 0)
-            self._draws[i] = k + 1
+            if self._epoch is None:
+                k = self._draws.get(i, 0)
+                self._draws[i] = k + 1
+            else:
+                k = self._epoch
             item["retain"] = self.retain[self._order[(i + k * len(self.forget)) % len(self._order)]]
         return item
 

@@ -179,8 +179,11 @@ def run_unlearning(
             logging_steps=config.logging_steps,
             disable_tqdm=config.disable_tqdm,
             bf16=config.bf16,
-            lr_scheduler_type="constant" if not config.warmup_ratio else "linear",
-            include_num_input_tokens_seen="no",
+            **{
+                "lr_scheduler_type": "constant" if not config.warmup_ratio else "linear",
+                "include_num_input_tokens_seen": "no",
+                **(config.training_args or {}),  # e.g. gradient_checkpointing, optim, fsdp, deepspeed
+            },
         )
         trainer = trainer_cls(
             model=model,

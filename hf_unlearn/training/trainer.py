@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hf_unlearn.data.loading import UID
@@ -161,6 +161,8 @@ class UnlearnTrainer(UidTrainer):
         self.loss_is_scaled_for_ga = False
         self.reference_mode = reference_mode  # how a subclass builds its ReferenceModel, when it needs one
         self.tokens = 0
+        self.epoch_index = -1  # the epoch being trained (0, 1, ...): the same on every rank, unlike draw counts
+        self.add_callback(_EpochIndex(self))
 
     def count_tokens(self, *batches: dict[str, Any] | None) -> None:
         for b in batches:
@@ -182,3 +184,18 @@ class UnlearnTrainer(UidTrainer):
             self.count_tokens(inputs["forget"], inputs.get("retain"))
         loss = self.unlearning_loss(model, inputs["forget"], inputs.get("retain"))
         return (loss, None) if return_outputs else loss
+
+
+class _EpochIndex(TrainerCallback):
+    """Counts epochs on an :class:`UnlearnTrainer` and hands the index to a dataset with ``set_epoch`` (a
+    ``PairedDataset``): per-example draws keyed by the epoch are the same on 1 and N processes, whereas a
+    per-process draw count is not (an example drawn on rank 0 in one epoch may go to rank 1 in the next)."""
+
+    def __init__(self, trainer: UnlearnTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.trainer.epoch_index += 1
+        dataset = self.trainer.train_dataset
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.trainer.epoch_index)

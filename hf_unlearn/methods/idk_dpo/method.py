@@ -143,9 +143,12 @@ class IdkDPOTrainer(UnlearnTrainer):
         self._reference = ReferenceModel(self.model, self.reference_mode)
 
     def refusal_index(self, uid: str) -> int:
-        """The refusal for ``uid``'s next draw: a function of (seed, uid, draw count) only."""
+        """The refusal for ``uid``'s next draw: a function of (seed, uid, draw count) only. The draw count is the
+        epoch index while training (the same on every rank), else the number of earlier draws of ``uid``."""
         k = self._draws.get(uid, 0)
         self._draws[uid] = k + 1
+        if getattr(self, "epoch_index", -1) >= 0:
+            k = self.epoch_index
         return random.Random(f"{self._seed}:{uid}:{k}").randrange(len(self.refusals))
 
     def refusal_batch(self, uids: list[str], device: torch.device) -> dict[str, torch.Tensor]:
