@@ -43,6 +43,7 @@ from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
 PAPER_LAYER, PAPER_DEPTH = 7, 32  # Zephyr-7B: steer block 7 of 32, update blocks 5, 6, 7
 _MLP_NAMES = ("mlp", "feed_forward", "ffn")
 _MLP_OUT_NAMES = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2", "fc_out")
+_FLAT_MLP = ("fc1", "fc2")  # families whose block holds the MLP projections itself (OPT)
 
 
 @dataclass
@@ -210,8 +211,12 @@ def mlp_modules(model: nn.Module, blocks: list[int], update: str) -> list[str]:
     for i in blocks:
         block = layers[i]
         mlp = next((getattr(block, n) for n in _MLP_NAMES if hasattr(block, n)), None)
+        if mlp is None and all(hasattr(block, n) for n in _FLAT_MLP):  # OPT: fc1 / fc2 directly on the block
+            fc_in, fc_out = (getattr(block, n) for n in _FLAT_MLP)
+            out += [names[id(fc_out)]] if update == "mlp_out" else [names[id(fc_in)], names[id(fc_out)]]
+            continue
         if mlp is None:
-            raise TypeError(f"block {i} ({type(block).__name__}) has no MLP among {_MLP_NAMES}")
+            raise TypeError(f"block {i} ({type(block).__name__}) has no MLP among {_MLP_NAMES} (nor {_FLAT_MLP})")
         if update == "mlp_out":
             proj = next((getattr(mlp, n) for n in _MLP_OUT_NAMES if hasattr(mlp, n)), None)
             if proj is None:
