@@ -201,7 +201,7 @@ def unlearn(
     params = inspect.signature(impl.unlearn).parameters
     if train_dataset is not None and "train_dataset" in params:
         method_kwargs.setdefault("train_dataset", resolve_examples(train_dataset))  # e.g. SSD's I_D over D, in order
-    guarded = isinstance(model, torch.nn.Module)
+    guarded = isinstance(model, torch.nn.Module) and spec.method_cls.changes_weights
     start_norm = weight_norm(model) if guarded else None
     holdout = method_kwargs.get("holdout")
     if holdout is not None:

@@ -30,6 +30,8 @@ class UnlearningMethod:
         needs_retain: the method needs a retain set (the dispatcher errors early when it is missing).
         uids_only: a list of uids is a complete forget request (the model knows its own training data, e.g.
             S3T's inventory), so no ``train_dataset`` is needed to resolve it.
+        changes_weights: False when a request only changes bookkeeping (S3T deactivates adapters): the
+            dispatcher's divergence check of the weights is then skipped (there is nothing it could catch).
     """
 
     name: ClassVar[str] = ""
@@ -37,6 +39,7 @@ class UnlearningMethod:
     paper: ClassVar[str | None] = None
     needs_retain: ClassVar[bool] = False
     uids_only: ClassVar[bool] = False
+    changes_weights: ClassVar[bool] = True
 
     def __init__(self, config: UnlearnConfig):
         self.config = config

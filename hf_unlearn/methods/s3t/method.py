@@ -21,6 +21,7 @@ class S3T(UnlearningMethod):
     exact = True
     needs_retain = False
     uids_only = True
+    changes_weights = False  # a deletion deactivates adapters; freeing them runs in the background
     paper = (
         "Chowdhury et al., Towards Scalable Exact Machine Unlearning Using Parameter-Efficient Fine-Tuning "
         "(S3T), ICLR 2025, arXiv 2406.16257"

@@ -406,15 +406,16 @@ class S3TModel(nn.Module):
             "_cleanup_event",
             "_layer_index",
         }
-        for k, v in self.__dict__.items():
-            if k == "_lock":
-                new.__dict__[k] = threading.RLock()
-            elif k == "_retrain_lock":
-                new.__dict__[k] = threading.Lock()
-            elif k == "dataset":
-                new.__dict__[k] = v
-            elif k not in skip:
-                new.__dict__[k] = copy.deepcopy(v, memo)
+        with self._lock:  # the background cleanup frees adapters under this lock: never copy a half-freed model
+            for k, v in list(self.__dict__.items()):
+                if k == "_lock":
+                    new.__dict__[k] = threading.RLock()
+                elif k == "_retrain_lock":
+                    new.__dict__[k] = threading.Lock()
+                elif k == "dataset":
+                    new.__dict__[k] = v
+                elif k not in skip:
+                    new.__dict__[k] = copy.deepcopy(v, memo)
         with self._pending_lock:  # the copy frees its own copies of the not-yet-freed adapters; files stay ours
             new._init_cleanup(self._pending_names)
         return new
