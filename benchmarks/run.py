@@ -300,7 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(Path(__file__).parent))
         from s3t_study import run_study
 
-        report["s3t_study"] = run_study(report, n_shards=args.s3t_shards, retrain_split=args.s3t_retrain_split)
+        try:
+            report["s3t_study"] = run_study(report, n_shards=args.s3t_shards, retrain_split=args.s3t_retrain_split)
+        except Exception as err:  # the protocol's results are still written
+            import traceback
+
+            traceback.print_exc()
+            report["s3t_study_error"] = f"{type(err).__name__}: {err}"
     ctx = report.pop("_context")
     for key in ("_results", "_results_per_split", "rows", "details", "evaluation"):
         report.pop(key, None)  # the per-split entries hold them
