@@ -229,6 +229,8 @@ def write_outputs(report: dict, root: Path, keep_per_item: bool = False) -> Path
     ]
     for split, entry in report["splits"].items():
         md.append(f"## {split} ({entry['n_forget']} forget examples)\n")
+        if entry.get("same_forget_set_as"):
+            md.append(f"Same forget set as {entry['same_forget_set_as']} at this benchmark size: the same results.\n")
         if "evaluation" in entry:
             named = {n: {**r, "name": n} for n, r in entry["evaluation"].items()}
             write_report(named, folder / "eval" / split, stem="report")

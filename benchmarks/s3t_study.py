@@ -134,6 +134,10 @@ def run_study(
     mm["before_deletion"] = evaluate(multi, largest)
     mm["after_deletion"] = {}
     for split in splits:
+        same = report["splits"][split].get("same_forget_set_as")
+        if same:  # the same forget set as an earlier split: the same deletion
+            mm["after_deletion"][split] = {**mm["after_deletion"][same], "same_forget_set_as": same}
+            continue
         ctx.use_split(split)
         m = copy.deepcopy(multi)
         rep = m.delete(list(ctx.forget["uid"]), persist=False)
