@@ -271,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         help="Also compare S3T with the plain LoRA fine-tune (m=1, m>1, deletions, retrain): benchmarks/s3t_study.py",
     )
     p.add_argument("--s3t-shards", type=int, default=2, help="m of the multi-shard system of --s3t-study.")
-    p.add_argument("--s3t-retrain-split", default=None, help="Split deleted before retrain() (default: the largest).")
+    p.add_argument(
+        "--s3t-retrain-split", default=None, help="Split deleted before retrain() (default: largest; 'none': skip)."
+    )
     p.add_argument(
         "--no-price-recording",
         action="store_true",

