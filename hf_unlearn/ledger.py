@@ -1161,6 +1161,8 @@ def apply_s3t(
     def apply_fn(r: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         s3t, recorded = holder["s3t"], holder["recorded"]
         report = s3t.delete(r["uids"], persist=False)
+        if hasattr(s3t, "flush_deletions"):  # the dropped adapters are freed in the background: wait, then save
+            s3t.flush_deletions()
         changes = _s3t_changes(report, s3t)
         fp = recorded or s3t_base_fingerprint(s3t)
         changes["base_fingerprint"] = fp
