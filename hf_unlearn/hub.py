@@ -398,15 +398,9 @@ def s3t_base_fingerprint(base_model: Any) -> str:
         >>> len(s3t_base_fingerprint(m))
         64
     """
-    base = _plain_base(base_model)
-    sd = base.state_dict()
-    if not any("lora_" in k or ".base_layer." in k for k in sd):
-        return model_weights_hash(base)
-    clean = {k.replace(".base_layer.", "."): v for k, v in sd.items() if "lora_" not in k}
-    tied = getattr(base, "all_tied_weights_keys", None) or {}
-    drop = {k for k, src in (tied.items() if isinstance(tied, dict) else []) if k in clean and src in clean
-            and clean[k].data_ptr() == clean[src].data_ptr()}  # fmt: skip
-    return weights_hash({k: v for k, v in clean.items() if k not in drop})
+    from hf_unlearn.utils.hashing import base_fingerprint
+
+    return base_fingerprint(_plain_base(base_model))
 
 
 def recorded_s3t_base(folder: str | os.PathLike) -> str | None:

@@ -627,3 +627,21 @@ def test_from_training_is_the_constructor_train_a_deprecated_alias_and_official_
         s3t = S3TModel.train(copy.deepcopy(base), tok, qa_rows, small)
     assert torch.equal(_logits(s3t, tok), _logits(S3TModel.from_training(base, tok, qa_rows, small), tok))
     assert s3t.train(False) is s3t  # on an instance, train() is still nn.Module's
+
+
+def test_loading_onto_another_base_is_refused(tmp_path):
+    """save_pretrained records a fingerprint of the base; from_pretrained refuses a different base, naming it."""
+    from hf_unlearn.methods.s3t import S3TConfig, S3TModel
+    from hf_unlearn.models import tiny_causal_lm
+
+    data = [{"uid": f"u{i}", "question": f"Q{i}?", "answer": f"A{i}."} for i in range(8)]
+    texts = [f"Question: Q{i}?\nAnswer: A{i}." for i in range(8)]
+    base, tok = tiny_causal_lm("llama", texts=texts, vocab_size=300, hidden_size=32, num_layers=2, num_heads=2)
+    other, _ = tiny_causal_lm("llama", texts=texts, vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, seed=1)
+    same, _ = tiny_causal_lm("llama", texts=texts, vocab_size=300, hidden_size=32, num_layers=2, num_heads=2)
+    cfg = S3TConfig(n_slices=2, num_epochs=1, batch_size=4, learning_rate=1e-3, lora={"r": 2, "lora_alpha": 4})
+    s3t = S3TModel.from_training(base, tok, data, cfg)
+    s3t.save_pretrained(tmp_path / "s3t")
+    with pytest.raises(ValueError, match="another base model"):
+        S3TModel.from_pretrained(tmp_path / "s3t", other, tokenizer=tok)
+    S3TModel.from_pretrained(tmp_path / "s3t", same, tokenizer=tok)  # the same base loads

@@ -90,3 +90,25 @@ def uid_hash(uid: str) -> str:
 def uids_digest(uids: Iterable[str]) -> str:
     """sha256 hex of the sorted, de-duplicated uids joined by newlines: a name for a forget set."""
     return hashlib.sha256("\n".join(sorted({str(u) for u in uids})).encode("utf-8")).hexdigest()
+
+
+def base_fingerprint(model: Any) -> str:
+    """Fingerprint of a model's base weights: :func:`weights_hash` of its state dict without LoRA tensors (peft's
+    ``.base_layer.`` names mapped back to the plain ones) and without tied copies (a tensor sharing another's
+    storage, e.g. GPT-2's ``lm_head.weight``). Equal for a plain model and for the same model wrapped by peft.
+
+    Args:
+        model: a plain transformers model, or the base model under a peft wrapper (``get_base_model()``).
+
+    Example:
+        >>> import torch
+        >>> lin = torch.nn.Linear(2, 2)
+        >>> base_fingerprint(lin) == weights_hash(lin.state_dict())
+        True
+    """
+    sd = model.state_dict()
+    clean = {k.replace(".base_layer.", "."): v for k, v in sd.items() if "lora_" not in k}
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    drop = {k for k, src in (tied.items() if isinstance(tied, dict) else []) if k in clean and src in clean
+            and clean[k].data_ptr() == clean[src].data_ptr()}  # fmt: skip
+    return weights_hash({k: v for k, v in clean.items() if k not in drop})

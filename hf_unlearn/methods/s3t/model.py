@@ -51,6 +51,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from hf_unlearn.data import UID, collator_for, load_examples, tokenize_any
 from hf_unlearn.methods.s3t.config import S3TConfig
 from hf_unlearn.models import block_index, check_causal_lm, decoder_layers, unwrap
+from hf_unlearn.utils.hashing import base_fingerprint
 
 INVENTORY = "s3t_inventory.json"
 ADAPTERS = "adapters"
@@ -1213,6 +1214,9 @@ class S3TModel(nn.Module):
                 shutil.rmtree(stale, ignore_errors=True)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(path / "tokenizer"))
+        # the base these adapters were trained on: from_pretrained refuses another one
+        with self._lock:  # the background cleanup frees adapters under this lock
+            self.state["base_fingerprint"] = base_fingerprint(self.get_base_model())
         self._write_inventory(path)
         self.path = path
 
@@ -1235,6 +1239,13 @@ class S3TModel(nn.Module):
             raise ValueError(f"{path} holds S3T format {state.get('format_version')}, expected {FORMAT_VERSION}")
         if len(decoder_layers(base_model)) != state["n_blocks"]:
             raise ValueError(f"base_model has {len(decoder_layers(base_model))} blocks, saved {state['n_blocks']}")
+        recorded = state.get("base_fingerprint")
+        if recorded and base_fingerprint(base_model) != recorded:
+            raise ValueError(
+                f"S3T folder {str(path)!r} was trained on another base model (recorded base fingerprint "
+                f"{recorded[:16]}..., the base_model passed has {base_fingerprint(base_model)[:16]}...): load it onto "
+                "the base it was trained on"
+            )
         cfg_dict = dict(state["config"])
         config = S3TConfig.from_dict(cfg_dict)
         if tokenizer is None and (path / "tokenizer").exists():
