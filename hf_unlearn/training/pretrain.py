@@ -189,9 +189,9 @@ def pretrained_tiny_lm(
         folder = root / "pretrained" / f"tiny-{arch}-{num_layers}x{hidden_size}-{key}"
         if (folder / "config.json").exists():
             model = AutoModelForCausalLM.from_pretrained(str(folder))
-            return model.train(), AutoTokenizer.from_pretrained(str(folder))
+            return model.train(), _pretraining_only(AutoTokenizer.from_pretrained(str(folder)))
     logger.info("pretraining a tiny %s base on %d generic QA items (%s epochs)", arch, len(corpus), epochs)
-    tok = train_bpe_tokenizer(texts, vocab_size=vocab_size)
+    tok = _pretraining_only(train_bpe_tokenizer(texts, vocab_size=vocab_size))
     model, tok = tiny_causal_lm(
         arch, tokenizer=tok, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
     )
@@ -210,6 +210,16 @@ def pretrained_tiny_lm(
     if folder is not None:
         _save_atomically(model, tok, folder, recipe)
     return model.train(), tok
+
+
+def _pretraining_only(tok: Any) -> Any:
+    """Mark ``tok`` as trained on the pretraining text only: it saw no benchmark person, so saving it with an
+    unlearned model leaks no forget-set word and ``save_unlearned`` need not warn (docs/privacy.md)."""
+    from hf_unlearn.models import LOCAL_TOKENIZER_MARK
+
+    tok.init_kwargs.pop(LOCAL_TOKENIZER_MARK, None)
+    tok.init_kwargs["hf_unlearn_tokenizer_text"] = "pretraining text only (no person of the benchmark that follows)"
+    return tok
 
 
 def _save_atomically(model: nn.Module, tok: Any, folder: Path, recipe: dict[str, Any]) -> None:
