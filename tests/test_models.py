@@ -98,7 +98,7 @@ def test_pretrained_tiny_lm_is_cached_and_its_tokenizer_knows_only_the_pretraini
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     text = "Question: Where was Priya Zelenko born?\nAnswer: In Lima."
     assert tok2(text)["input_ids"] == tok(text)["input_ids"] and tok2(text)["input_ids"][0] == tok.bos_token_id
-    # it saw no benchmark person: saving it with an unlearned model does not warn of a forget-set leak (docs/privacy.md)
+    # it saw no benchmark person: saving it with an unlearned model does not warn of a leak (docs/privacy.md)
     from hf_unlearn.hub import warn_if_local_tokenizer
 
     assert not warn_if_local_tokenizer(tok, tmp_path) and not warn_if_local_tokenizer(tok2, tmp_path)
