@@ -43,7 +43,7 @@ bench: install
 
 # The full protocol on SmolLM2-135M-Instruct on CPU (LoRA, bf16 autocast) plus the S3T-vs-LoRA study.
 bench-smollm2: install-smollm2
-	$(BIN)/python benchmarks/run.py --setting cpu-smollm2 --s3t-study
+	$(BIN)/python benchmarks/run.py --setting cpu-smollm2 --s3t-study --threads 2 --no-price-recording
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

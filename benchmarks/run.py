@@ -214,7 +214,12 @@ def write_outputs(report: dict, root: Path, keep_per_item: bool = False) -> Path
     plot_costs(report["costs"], folder / "costs.png")
     plot_scaling_forget(report, folder / "scaling_forget.png")
     s, env = report["setting"], report.get("environment", {})
-    model = s["model_name"] or f"tiny {s['arch']} {s['num_layers']} x {s['hidden_size']} (from scratch)"
+    start = (
+        f"pretrained {s['pretrain_epochs']:g} epochs on {s['pretrain_authors']} other authors"
+        if s.get("pretrain_epochs")
+        else "from scratch"
+    )
+    model = s["model_name"] or f"tiny {s['arch']} {s['num_layers']} x {s['hidden_size']} ({start})"
     md = [
         f"# Benchmark results: `{name}`",
         "",
@@ -299,18 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluate=not args.no_eval,
         price_recording=not args.no_price_recording,
         forget_splits=splits,
+        keep_models=False,  # one split's unlearned models in memory at a time (a real model: ~0.5 GB a copy)
     )
-    if args.s3t_study:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from s3t_study import run_study
-
-        try:
-            report["s3t_study"] = run_study(report, n_shards=args.s3t_shards, retrain_split=args.s3t_retrain_split)
-        except Exception as err:  # the protocol's results are still written
-            import traceback
-
-            traceback.print_exc()
-            report["s3t_study_error"] = f"{type(err).__name__}: {err}"
     ctx = report.pop("_context")
     for key in ("_results", "_results_per_split", "rows", "details", "evaluation"):
         report.pop(key, None)  # the per-split entries hold them
@@ -326,6 +321,21 @@ def main(argv: list[str] | None = None) -> int:
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "cpu_count": os.cpu_count(),
     }
+    if args.s3t_study:
+        # the protocol's results are written first: a study that fails or is killed does not lose them
+        print(f"wrote {write_outputs(report, root, args.keep_per_item)} (the S3T study follows)", flush=True)
+        sys.path.insert(0, str(Path(__file__).parent))
+        from s3t_study import run_study
+
+        try:
+            report["s3t_study"] = run_study(
+                {**report, "_context": ctx}, n_shards=args.s3t_shards, retrain_split=args.s3t_retrain_split
+            )
+        except Exception as err:  # the protocol's results are still written
+            import traceback
+
+            traceback.print_exc()
+            report["s3t_study_error"] = f"{type(err).__name__}: {err}"
     path = write_outputs(report, root, args.keep_per_item)
     print(path.read_text())
     print(f"results in {path} and {root / args.setting}/")

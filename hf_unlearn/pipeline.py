@@ -13,6 +13,7 @@ and how to run it on the benchmark. Methods register runners with :func:`registe
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import logging
 import time
@@ -668,6 +669,7 @@ def run_protocol(
     evaluate: bool = False,
     price_recording: bool = False,
     forget_splits: list[str] | None = None,
+    keep_models: bool = True,
 ) -> dict[str, Any]:
     """Run the whole protocol and return (and optionally write) a JSON-able report.
 
@@ -682,6 +684,10 @@ def run_protocol(
         evaluate: run the full TOFU-style evaluation suite (needs ``hf_unlearn.evaluation``).
         price_recording: also fine-tune the target recipe without recorders, to price their overhead.
         forget_splits: e.g. ``["forget01", "forget05", "forget10"]`` (default: the setting's ``forget_split``).
+        keep_models: keep every unlearned model (``report["_results_per_split"]``) and every gold model. With
+            ``False`` each split's unlearned and gold models are freed once its rows and evaluation are computed, so
+            memory holds one split's models at a time (a real model: ~0.5 GB a copy); the context keeps the base,
+            the target and what runners cache across splits (``ctx.cache``, e.g. the trained S3T system).
 
     Returns:
         ``{"setting", "finetune", "splits": {split: {"rows", "details"[, "evaluation"]}}, "total_seconds"}``, with
@@ -770,6 +776,12 @@ def run_protocol(
             entry["evaluation"] = _evaluate_all(ctx, results)
         per_split[split] = entry
         all_results[split] = results
+        if not keep_models:
+            all_results[split] = {}
+            results.clear()
+            ctx.golds[split].model = None
+            ctx.gold = None
+            gc.collect()
     first = per_split[splits[0]]
     report = {
         "setting": asdict(s),
