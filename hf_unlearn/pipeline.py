@@ -813,7 +813,18 @@ def run_protocol(
 
 
 def _short(details: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in details.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    """The scalar details, plus small flat dicts/lists of scalars (e.g. S3T's served prefix length per shard)."""
+
+    def scalar(v: Any) -> bool:
+        return isinstance(v, (int, float, str, bool)) or v is None
+
+    def small(v: Any) -> bool:
+        if isinstance(v, dict):
+            return len(v) <= 64 and all(scalar(x) for x in v.values())
+        return isinstance(v, (list, tuple)) and len(v) <= 64 and all(scalar(x) for x in v)
+
+    return {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v) for k, v in details.items()
+            if scalar(v) or small(v)}  # fmt: skip
 
 
 def evaluation_kwargs(ctx: Context) -> dict[str, Any]:
