@@ -122,6 +122,36 @@ def load_target(setting: Any, base: Any, tok: Any, bench: Any, workdir: Path) ->
     return ft.model, ft.wall_time
 
 
+def lora_reference(setting: Any, base: Any, tok: Any, bench: Any, lora: dict[str, Any]) -> dict[str, Any]:
+    """A plain LoRA fine-tune with the target's recipe (epochs, lr, batch) and S3T's LoRA config on every block:
+    what LoRA itself reaches on this base, without S3T's slicing."""
+    from hf_unlearn.training import finetune
+
+    s = setting
+    ft = finetune(
+        copy.deepcopy(base),
+        tok,
+        bench["full"],
+        num_epochs=s.ft_epochs,
+        learning_rate=s.ft_lr,
+        batch_size=s.ft_batch_size,
+        max_length=s.max_length,
+        seed=s.seed,
+        lora=lora,
+    )
+    return {"lora": lora, "epochs": s.ft_epochs, **utility_row(ft.model, tok, bench, s), "seconds": ft.wall_time}
+
+
+def target_row(target: Any, tok: Any, bench: Any, setting: Any, seconds: float, workdir: Path) -> dict[str, Any]:
+    """The target's utility row (cached beside the cached target: the same model gives the same numbers)."""
+    path = workdir / f"target-{setting.name}" / "utility.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    row = {**utility_row(target, tok, bench, setting), "seconds": seconds}
+    path.write_text(json.dumps(row))
+    return row
+
+
 def run_recipe(
     name: str,
     overrides: dict[str, Any],
@@ -191,6 +221,15 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Target model utility {t['model_utility']:.3f} (0.8x = {ratio:.3f}), retain NLL {t['retain_nll']:.3f}.",
         "",
+    ]
+    lr = report.get("lora_reference")
+    if lr:
+        lines += [
+            f"Plain LoRA fine-tune (the target's recipe, LoRA {lr['lora']} on every block, {lr['epochs']} epochs, "
+            f"{lr['seconds']:.1f} s): model utility {lr['model_utility']:.3f}, retain NLL {lr['retain_nll']:.3f}.",
+            "",
+        ]
+    lines += [
         "| recipe | overrides | stages | S3T train s | utility before | retain NLL before | utility after "
         f"{report['forget_split']} | retain NLL after | served prefix | utility after retrain() |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -208,6 +247,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("| model | " + " | ".join(keys) + " |")
     lines.append("|---|" + "---|" * len(keys))
     lines.append("| target | " + " | ".join(f"{t['components'][k]:.3f}" for k in keys) + " |")
+    if lr:
+        lines.append("| plain LoRA | " + " | ".join(f"{lr['components'][k]:.3f}" for k in keys) + " |")
     for r in report["recipes"]:
         for phase in ("before", "after", "retrained"):
             if phase in r:
@@ -223,6 +264,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated names from {list(RECIPES)}")
     p.add_argument("--retrain", action="store_true", help="also evaluate after retrain() (costs a retraining)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--lora-reference",
+        action="store_true",
+        help="also fine-tune a plain LoRA model (target recipe, S3T's LoRA r16 / alpha 32 on every block)",
+    )
     p.add_argument(
         "--probe",
         default="",
@@ -258,10 +304,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": f"{s.num_layers} blocks x {s.hidden_size}",
         "ft_epochs": s.ft_epochs,
         "ft_lr": s.ft_lr,
-        "target": {**utility_row(target, tok, bench, s), "seconds": target_s},
+        "target": target_row(target, tok, bench, s, target_s, workdir),
         "recipes": [],
     }
     print(f"target utility {report['target']['model_utility']:.3f}", flush=True)
+    if args.lora_reference:
+        report["lora_reference"] = lora_reference(s, base, tok, bench, {"r": 16, "lora_alpha": 32})
+        print(f"plain LoRA utility {report['lora_reference']['model_utility']:.3f}", flush=True)
     for name in names:
         probe = [int(x) for x in args.probe.split(",")] if args.probe else None
         report["recipes"].append(run_recipe(name, RECIPES[name], s, base, tok, bench, args.retrain, probe))
