@@ -122,6 +122,52 @@ def load_target(setting: Any, base: Any, tok: Any, bench: Any, workdir: Path) ->
     return ft.model, ft.wall_time
 
 
+def slice_layout(setting: Any, bench: Any) -> dict[str, Any]:
+    """Where the pipeline S3T runner's default layout (its defaults + the setting's overrides) puts the data: QA per
+    slice, the slices of the forget split's authors and of the general-knowledge groups, the sequences, and the
+    longest prefix that survives deleting the forget split (no training)."""
+    from hf_unlearn.methods.s3t import S3TConfig
+    from hf_unlearn.methods.s3t.model import assign_uid
+    from hf_unlearn.pipeline import builtin_runners
+
+    cfg = S3TConfig(**{**builtin_runners()["s3t"].defaults, **setting.method_overrides.get("s3t", {})})
+    full = bench["full"]
+    col = cfg.group_column or "uid"
+    slice_of = {str(g): assign_uid(str(g), cfg.n_shards, cfg.n_slices, cfg.seed) for g in set(full[col])}
+    per_slice: dict[str, int] = {}
+    for g in full[col]:
+        key = f"shard {slice_of[str(g)][0]} slice {slice_of[str(g)][1]}"
+        per_slice[key] = per_slice.get(key, 0) + 1
+    forget_groups = sorted({str(g) for g in bench[setting.forget_split][col]})
+    general_splits = [x for x in ("world_facts", "real_authors") if x in bench]
+    general = sorted({str(g) for x in general_splits for g in bench[x][col]})
+    cut = {slice_of[g] for g in forget_groups}
+    served = {}
+    for shard in range(cfg.n_shards):
+        best: list[int] = []
+        for seq in cfg.sequences_for(shard, cfg.seed):
+            prefix = []
+            for sl in seq:
+                if (shard, sl) in cut:
+                    break
+                prefix.append(sl)
+            best = prefix if len(prefix) > len(best) else best
+        served[str(shard)] = best
+    served_qa = sum(1 for g in full[col] if slice_of[str(g)][1] in served[str(slice_of[str(g)][0])])
+    return {
+        "n_shards": cfg.n_shards,
+        "n_slices": cfg.n_slices,
+        "group_column": cfg.group_column,
+        "qa_per_slice": dict(sorted(per_slice.items())),
+        "forget_groups": {g: list(slice_of[g]) for g in forget_groups},
+        "general_knowledge_groups": {g: list(slice_of[g]) for g in general},
+        "sequences": {str(j): cfg.sequences_for(j, cfg.seed) for j in range(cfg.n_shards)},
+        "served_prefix_after_deletion": served,
+        "qa_in_served_slices": served_qa,
+        "n_full": len(full),
+    }
+
+
 def lora_reference(setting: Any, base: Any, tok: Any, bench: Any, lora: dict[str, Any]) -> dict[str, Any]:
     """A plain LoRA fine-tune with the target's recipe (epochs, lr, batch) and S3T's LoRA config on every block:
     what LoRA itself reaches on this base, without S3T's slicing."""
@@ -264,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated names from {list(RECIPES)}")
     p.add_argument("--retrain", action="store_true", help="also evaluate after retrain() (costs a retraining)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--layout-only", action="store_true", help="only print where the data sits (slices, deletion)")
     p.add_argument(
         "--lora-reference",
         action="store_true",
@@ -288,6 +335,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     s = SETTINGS[args.setting]
     bench = build(n_authors=s.n_authors, seed=s.seed, qa_per_author=s.qa_per_author)
     base, tok = pretrained_base(s)
+    layout = slice_layout(s, bench)
+    if args.layout_only:
+        print(json.dumps(layout, indent=1))
+        if args.out:
+            Path(args.out + ".json").write_text(json.dumps({"setting": s.name, "layout": layout}, indent=2))
+        return {"layout": layout}
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     target, target_s = load_target(s, base, tok, bench, workdir)
@@ -304,9 +357,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": f"{s.num_layers} blocks x {s.hidden_size}",
         "ft_epochs": s.ft_epochs,
         "ft_lr": s.ft_lr,
+        "layout": layout,
         "target": target_row(target, tok, bench, s, target_s, workdir),
         "recipes": [],
     }
+    print(f"S3T layout of the setting: {json.dumps(report['layout'])}", flush=True)
     print(f"target utility {report['target']['model_utility']:.3f}", flush=True)
     if args.lora_reference:
         report["lora_reference"] = lora_reference(s, base, tok, bench, {"r": 16, "lora_alpha": 32})
