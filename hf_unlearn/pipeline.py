@@ -403,7 +403,8 @@ def _s3t_runner() -> MethodRunner:
         "n_slices": 4,
         "group_column": "author_id",
         # Tried on the pretrained demo base: r 32, lr 1e-2, 10 epochs per stage lowered retain NLL (1.36 -> 0.76) but
-        # not model utility (0.43 -> 0.36) and made S3T training ~3x slower; kept the former recipe (issue 14).
+        # not model utility (0.43 -> 0.36) and made S3T training ~3x slower; kept the former recipe (issue 14). Why:
+        # docs/methods/s3t.md, "Recipe on the tiny base" (benchmarks/s3t_demo_recipe.py).
         "lora": {"r": 16, "lora_alpha": 32},
     }
 
