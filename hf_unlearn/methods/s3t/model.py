@@ -349,7 +349,7 @@ class _TrainAccess:
                 return cls.from_training(*args, **kwargs)
 
             return train
-        return functools.partial(nn.Module.train, obj)
+        return functools.partial(S3TModel._locked_train, obj)
 
 
 class S3TModel(nn.Module):
@@ -499,6 +499,36 @@ class S3TModel(nn.Module):
         return self
 
     train = _TrainAccess()
+
+    # --------------------------------------------------------------------- traversal vs the background cleanup
+    # delete() frees the dropped adapters' weights in a background thread, under the model lock. Every nn.Module
+    # walk over the module tree that user code can start (parameters(), eval(), to(), state_dict(), apply(), ...)
+    # therefore runs under that lock too, or walks a snapshot taken under it: otherwise the walk can race with the
+    # freeing and fail with "dictionary changed size during iteration" (seen while evaluating right after a delete).
+    def _tree_lock(self) -> Any:
+        lock = self.__dict__.get("_lock")
+        return lock if lock is not None else contextlib.nullcontext()
+
+    def named_modules(self, memo: set | None = None, prefix: str = "", remove_duplicate: bool = True):
+        with self._tree_lock():
+            snapshot = list(super().named_modules(memo, prefix, remove_duplicate))
+        yield from snapshot
+
+    def _locked_train(self, mode: bool = True) -> S3TModel:
+        with self._tree_lock():
+            return nn.Module.train(self, mode)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> S3TModel:
+        with self._tree_lock():
+            return super()._apply(fn, *args, **kwargs)
+
+    def apply(self, fn: Any) -> S3TModel:
+        with self._tree_lock():
+            return super().apply(fn)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with self._tree_lock():
+            return super().state_dict(*args, **kwargs)
 
     def _stage_data(self, ds, shard: int, prefix: list[int], excluded: set[str]):
         """Indices of the stage's examples, sorted by uid (data order never depends on the dataset's order)."""
