@@ -76,11 +76,48 @@ def _line(label: str, r: dict, e: dict, retrain_s: float | None, gold: bool = Fa
     )
 
 
+def cost_table(report: dict[str, Any]) -> str:
+    """Unlearning wall time per method and split, in seconds and in forward+backward passes over F."""
+    costs = report["costs"]["splits"]
+    splits = [x for x in report["splits"] if not report["splits"][x].get("same_forget_set_as")]
+    methods: list[str] = []
+    for x in splits:
+        methods += [m for m in costs[x]["methods"] if m not in methods]
+    head = " | ".join(splits)
+    lines = [
+        f"| method | {head} | in fb passes over F ({' / '.join(splits)}) | / retraining ({' / '.join(splits)}) |",
+        "|---|" + "---|" * (len(splits) + 2),
+    ]
+    for m in methods:
+        cells = [costs[x]["methods"].get(m, {}) for x in splits]
+        secs = " | ".join(_f(c.get("seconds"), 3) + " s" if c.get("seconds") is not None else "-" for c in cells)
+        fb = " / ".join(_f(c.get("vs_forward_backward"), 1) for c in cells)
+        rt = " / ".join(_f(c.get("vs_retrain"), 4) for c in cells)
+        lines.append(f"| {m} | {secs} | {fb} | {rt} |")
+    fin = report["costs"]
+    lines += [
+        "",
+        "retraining (gold fine-tune): "
+        + ", ".join(f"{x} {costs[x]['retrain_s']:.1f} s" for x in splits)
+        + "; one fb pass over F: "
+        + ", ".join(f"{x} {costs[x]['forward_backward_s'] * 1e3:.0f} ms" for x in splits)
+        + (
+            "; recorders' training-time overhead not priced (--no-price-recording)"
+            if report["finetune"].get("plain_seconds") == report["finetune"].get("target_seconds")
+            else f"; recorders' training-time overhead {fin.get('recording_overhead', float('nan')):.2f}x"
+        )
+        + "; recorded bytes "
+        + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in fin.get("recorded_bytes", {}).items()),
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("json", help="A <setting>.json written by benchmarks/run.py.")
     p.add_argument("--split", default=None, help="Forget split (default: every split of the run).")
     p.add_argument("--s3t-study", action="store_true", help="Also print the S3T-vs-LoRA study, if the run has one.")
+    p.add_argument("--costs", action="store_true", help="Also print the cost table (every distinct split).")
     args = p.parse_args(argv)
     report = json.loads(Path(args.json).read_text())
     splits = [args.split] if args.split else list(report["splits"])
@@ -95,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     fin = report.get("finetune", {})
     print(f"total protocol wall time: {report.get('total_seconds', float('nan')) / 60:.1f} min; "
           f"target fine-tune {fin.get('target_seconds', float('nan')):.0f} s")  # fmt: skip
+    if args.costs:
+        print("\n" + cost_table(report))
     if args.s3t_study:
         if "s3t_study" not in report:
             print(f"\n(no S3T study in this run: {report.get('s3t_study_error', 'not requested')})")
