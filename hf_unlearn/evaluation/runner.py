@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hf_unlearn.benchmarks.fictitious_authors import paired_splits
 from hf_unlearn.data import IGNORE_INDEX, UnlearnCollator, encode_qa, encode_qa_many, ensure_uids
 from hf_unlearn.evaluation import metrics as M
 
@@ -616,11 +617,14 @@ def _split_names(benchmark: Mapping[str, Any], forget_split: str, retain_split: 
     names = sorted(benchmark)
     if forget_split not in benchmark:
         raise ValueError(f"forget_split {forget_split!r} not in the benchmark; splits: {names}")
-    suffix = forget_split[len("forget") :] if forget_split.startswith("forget") else ""
+    try:
+        paired_retain, paired_holdout = paired_splits(forget_split)
+    except ValueError:  # not forgetNN (e.g. MUSE's "forget"): the plain names
+        paired_retain, paired_holdout = "retain", "holdout"
     if retain_split is None:
-        retain_split = f"retain{100 - int(suffix):02d}" if suffix.isdigit() else "retain"
+        retain_split = paired_retain
     if holdout_split is None:
-        holdout_split = f"holdout{suffix}" if f"holdout{suffix}" in benchmark else "holdout"
+        holdout_split = paired_holdout if paired_holdout in benchmark else "holdout"
     for role, name in (("retain_split", retain_split), ("holdout_split", holdout_split)):
         if name not in benchmark:
             raise ValueError(f"{role} {name!r} not in the benchmark; splits: {names} (pass {role}=...)")
