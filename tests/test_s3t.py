@@ -653,8 +653,15 @@ def test_from_training_is_the_constructor_train_a_deprecated_alias_and_official_
     small = S3TConfig(n_slices=1, max_steps=1, **{k: v for k, v in FAST.items() if k != "num_epochs"})
     with pytest.warns(DeprecationWarning, match="from_training"):
         s3t = S3TModel.train(copy.deepcopy(base), tok, qa_rows, small)
-    assert torch.equal(_logits(s3t, tok), _logits(S3TModel.from_training(base, tok, qa_rows, small), tok))
-    assert s3t.train(False) is s3t  # on an instance, train() is still nn.Module's
+    with pytest.warns(DeprecationWarning, match="from_training"):  # the keyword spelling too
+        by_keywords = S3TModel.train(base_model=copy.deepcopy(base), tokenizer=tok, dataset=qa_rows, config=small)
+    reference = _logits(S3TModel.from_training(base, tok, qa_rows, small), tok)
+    assert torch.equal(_logits(s3t, tok), reference) and torch.equal(_logits(by_keywords, tok), reference)
+    # on an instance, train() is still nn.Module's: it sets the mode of every submodule and returns the model
+    assert s3t.train() is s3t and s3t.training and s3t.peft_model.training
+    assert s3t.train(False) is s3t and not s3t.training and not s3t.peft_model.training
+    assert s3t.train(mode=True) is s3t and s3t.peft_model.training
+    s3t.eval()
 
 
 def test_loading_onto_another_base_is_refused(tmp_path):
