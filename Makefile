@@ -38,7 +38,7 @@ lint: install
 
 # Regenerates benchmarks/results/cpu-tiny/ (BENCHMARKS.md reads it): about an hour on 2 CPU cores.
 bench: install
-	$(BIN)/python benchmarks/run.py --setting cpu-tiny --threads 1
+	$(BIN)/python benchmarks/run.py --setting cpu-tiny --threads 1 --calibration-variants
 	$(BIN)/python benchmarks/scaling.py --setting cpu-tiny --threads 1
 
 # The full protocol on SmolLM2-135M-Instruct on CPU (LoRA, bf16 autocast) plus the S3T-vs-LoRA study.
