@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -397,6 +400,39 @@ def test_retrain_shards_on_copies_then_merge_equals_one_process_retrain_and_scra
     with pytest.raises(ValueError, match="shard 0 is listed for two parts"):
         S3TModel.merge_saved(parts, tmp_path / "bad", shards=[[0], [0, 1]])
     assert not (tmp_path / "bad").exists()  # refused before writing anything
+
+
+def test_recipe_swaps_the_merged_model_in_atomically(script, tmp_path, monkeypatch):
+    """train_s3t.py replaces output_dir/model by renames: a crash between them leaves the old model as model.old,
+    which the next run loads, and the next swap completes."""
+    before = dict(os.environ)
+    recipe = script("recipes/s3t/train_s3t.py")  # pops the launcher's rank variables: put them back for other tests
+    os.environ.update({k: v for k, v in before.items() if os.environ.get(k) != v})
+    out = tmp_path / "out"
+    for name in ("model", "model.tmp"):
+        (out / name).mkdir(parents=True)
+        (out / name / "s3t_inventory.json").write_text(name)
+    real = recipe.os.replace
+    calls = []
+
+    def crash_on_second(src, dst):
+        calls.append(Path(dst).name)
+        if len(calls) == 2:
+            raise OSError("simulated crash")
+        real(src, dst)
+
+    monkeypatch.setattr(recipe.os, "replace", crash_on_second)
+    with pytest.raises(OSError, match="simulated crash"):
+        recipe.replace_dir(out / "model.tmp", out / "model")
+    monkeypatch.setattr(recipe.os, "replace", real)
+    assert recipe.current_model(out) == out / "model.old"
+    assert (out / "model.old" / "s3t_inventory.json").read_text() == "model"
+    recipe.replace_dir(out / "model.tmp", out / "model")
+    assert recipe.current_model(out) == out / "model" and not (out / "model.old").exists()
+    assert (out / "model" / "s3t_inventory.json").read_text() == "model.tmp"
+    shutil.rmtree(out / "model")
+    with pytest.raises(SystemExit, match="no S3T model"):
+        recipe.current_model(out)
 
 
 # ------------------------------------------------------------------------------------------------ performance paths
