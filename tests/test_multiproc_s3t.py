@@ -1,6 +1,6 @@
 """S3T over processes: ``recipes/s3t/train_s3t.py`` on 2 gloo CPU processes equals 1 process (``-m multiproc``).
 
-Two real launches per flow, run side by side:
+Two flows of real launches, run side by side:
 
 * 2 processes: train (``--no-delete``; each rank trains one shard, rank 0 merges), ``--delete-only`` (one process),
   ``--retrain`` (each rank retrains the cut stages of its shard of the deleted system, rank 0 merges the copies);

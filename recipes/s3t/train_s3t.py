@@ -195,6 +195,8 @@ def main() -> None:
 
     cfg = S3TConfig.from_dict(recipe.get("method_config", {}))
     mine = [j for j in range(cfg.n_shards) if j % WORLD == RANK]
+    if not mine:
+        raise SystemExit(f"rank {RANK}: {WORLD} processes for {cfg.n_shards} shards: launch at most {cfg.n_shards}")
     base, tok = make_base()
     t0 = time.perf_counter()
     model = S3TModel.from_training(base, tok, full, cfg, shards=mine)
