@@ -111,6 +111,20 @@ def wait_for(markers: list[Path], accept) -> list[dict]:
         time.sleep(1)
 
 
+_KEEP_ALIVE: list = []
+
+
+def finish_deletions(model) -> None:
+    """Free the dropped adapters (weights, folders) now, in this thread, and keep the model referenced until exit.
+
+    ``S3TModel.delete`` frees them in a daemon thread that holds the model only while it works. If the script
+    ended with that thread holding the last reference, the model would be destroyed in a daemon thread while the
+    interpreter shuts down, which aborts the process ("terminate called without an active exception").
+    """
+    model.flush_deletions()
+    _KEEP_ALIVE.append(model)
+
+
 def main() -> None:
     import torch
 
@@ -148,7 +162,7 @@ def main() -> None:
             base, tok = make_base()
             model = S3TModel.from_pretrained(current_model(out), base, tokenizer=tok)
             report = model.delete(list(forget["uid"]))  # persisted in the folder (atomic inventory rewrite)
-            model.flush_deletions()
+            finish_deletions(model)
             print(
                 json.dumps({k: report[k] for k in ("deleted", "live_shards", "dead_shards", "served_prefix_lengths")})
             )
@@ -220,7 +234,7 @@ def main() -> None:
     model = S3TModel.from_pretrained(out / "model", base, tokenizer=tok)
     if not args.no_delete:
         report = model.delete(list(forget["uid"]))  # persisted in out/model
-        model.flush_deletions()
+        finish_deletions(model)
         print(json.dumps({k: report[k] for k in ("live_shards", "dead_shards", "served_prefix_lengths", "seconds")}))
     print(f"S3T model in {out / 'model'}")
 
