@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -346,6 +349,90 @@ def test_parallel_parts_merge_equals_single_process(trained_m2, qa_rows, qa_text
     merged = S3TModel.from_pretrained(tmp_path / "merged", base)
     assert merged.served_prefix_lengths() == {0: 2, 1: 2}
     assert torch.equal(_logits(merged, tok), _logits(s3t, tok))
+
+
+def _lora(s3t: S3TModel) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in s3t.peft_model.named_parameters() if "lora_" in n}
+
+
+def test_retrain_shards_on_copies_then_merge_equals_one_process_retrain_and_scratch(
+    trained_m2, qa_rows, qa_texts, tmp_path
+):
+    """What ``train_s3t.py --retrain`` does on 2 ranks: each copy of the deleted system retrains one shard, saves,
+    and ``merge_saved(..., shards=[[0], [1]])`` joins them: bitwise the one-process retrain() and, independently,
+    training from scratch on the survivors."""
+    s3t0, tok, cfg = trained_m2
+    deleted = copy.deepcopy(s3t0)
+    gone = [_uid_in(deleted, 0, 0), _uid_in(deleted, 1, 1)]
+    deleted.delete(gone)
+    assert deleted.served_prefix_lengths() == {0: 0, 1: 1}
+    with pytest.raises(ValueError, match=r"unknown shard index\(es\) \[2\]: valid shard indices are \[0, 1\]"):
+        deleted.retrain(shards=[2])
+    with pytest.raises(ValueError, match="list of shard indices"):
+        deleted.retrain(shards=0)
+    parts = []
+    for j, expected in ((0, {0: 2, 1: 1}), (1, {0: 0, 1: 2})):  # rank j retrains shard j only
+        rank = copy.deepcopy(deleted)
+        new = rank.retrain(shards=[j])
+        assert {rank.state["adapters"][n]["shard"] for n in new} == {j}
+        assert rank.served_prefix_lengths() == expected
+        rank.save_pretrained(tmp_path / f"retrain{j}")
+        parts.append(tmp_path / f"retrain{j}")
+    S3TModel.merge_saved(parts, tmp_path / "merged", shards=[[0], [1]])
+    merged = S3TModel.from_pretrained(tmp_path / "merged", _base("llama", qa_texts)[0])
+    assert merged.served_prefix_lengths() == {0: 2, 1: 2}
+    one = copy.deepcopy(deleted)
+    one.retrain()
+    assert sorted(merged.state["adapters"]) == sorted(one.state["adapters"])
+    want, got = _lora(one), _lora(merged)
+    assert sorted(got) == sorted(want) and all(torch.equal(got[n], want[n]) for n in want)
+    scratch = S3TModel.from_training(_base("llama", qa_texts)[0], tok, _survivors(qa_rows, gone), cfg)
+    assert torch.equal(_logits(merged, tok), _logits(scratch, tok))
+    assert torch.equal(_logits(merged, tok), _logits(one, tok))
+    # every part must have deleted the same uids; every shard taken exactly once
+    other = copy.deepcopy(rank)
+    other.delete([_uid_in(other, 0, 1)])
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="deleted different uids"):
+        S3TModel.merge_saved([parts[0], tmp_path / "other"], tmp_path / "bad", shards=[[0], [1]])
+    with pytest.raises(ValueError, match=r"shard\(s\) \[1\] are listed for no part"):
+        S3TModel.merge_saved(parts, tmp_path / "bad", shards=[[0], []])
+    with pytest.raises(ValueError, match="shard 0 is listed for two parts"):
+        S3TModel.merge_saved(parts, tmp_path / "bad", shards=[[0], [0, 1]])
+    assert not (tmp_path / "bad").exists()  # refused before writing anything
+
+
+def test_recipe_swaps_the_merged_model_in_atomically(script, tmp_path, monkeypatch):
+    """train_s3t.py replaces output_dir/model by renames: a crash between them leaves the old model as model.old,
+    which the next run loads, and the next swap completes."""
+    before = dict(os.environ)
+    recipe = script("recipes/s3t/train_s3t.py")  # pops the launcher's rank variables: put them back for other tests
+    os.environ.update({k: v for k, v in before.items() if os.environ.get(k) != v})
+    out = tmp_path / "out"
+    for name in ("model", "model.tmp"):
+        (out / name).mkdir(parents=True)
+        (out / name / "s3t_inventory.json").write_text(name)
+    real = recipe.os.replace
+    calls = []
+
+    def crash_on_second(src, dst):
+        calls.append(Path(dst).name)
+        if len(calls) == 2:
+            raise OSError("simulated crash")
+        real(src, dst)
+
+    monkeypatch.setattr(recipe.os, "replace", crash_on_second)
+    with pytest.raises(OSError, match="simulated crash"):
+        recipe.replace_dir(out / "model.tmp", out / "model")
+    monkeypatch.setattr(recipe.os, "replace", real)
+    assert recipe.current_model(out) == out / "model.old"
+    assert (out / "model.old" / "s3t_inventory.json").read_text() == "model"
+    recipe.replace_dir(out / "model.tmp", out / "model")
+    assert recipe.current_model(out) == out / "model" and not (out / "model.old").exists()
+    assert (out / "model" / "s3t_inventory.json").read_text() == "model.tmp"
+    shutil.rmtree(out / "model")
+    with pytest.raises(SystemExit, match="no S3T model"):
+        recipe.current_model(out)
 
 
 # ------------------------------------------------------------------------------------------------ performance paths

@@ -145,3 +145,30 @@ def test_merge_inventories_joins_disjoint_shards_and_refuses_overlaps():
         bk.merge_inventories([("p0", part0), ("other", other)])
     with pytest.raises(ValueError, match="at least one part"):
         bk.merge_inventories([])
+
+
+def test_merge_inventories_with_shard_lists_takes_each_shard_from_the_part_that_lists_it():
+    full = _state()
+    stale = copy.deepcopy(full)  # a whole system whose shard 1 is older (another adapter): must not be taken
+    stale["shards"]["1"]["chains"] = [["old"] * len(c) for c in full["shards"]["1"]["chains"]]
+    stale["adapters"]["old"] = dict(full["adapters"]["z"])
+    merged, taken = bk.merge_inventories([("p0", stale), ("p1", full)], shards=[[0], [1]])
+    assert merged == full and [lab for lab, name in taken if name == "z"] == ["p1"]
+    assert all(name != "old" for _, name in taken)
+    for shards, msg in (
+        ([[0]], "one list of shard indices per part"),
+        ([[0], [7]], r"shard index 7 for part p1 is not a shard; valid shard indices: \[0, 1\]"),
+        ([[0], [0]], "shard 0 is listed for two parts: p0 and p1"),
+        ([[0], []], r"shard\(s\) \[1\] are listed for no part"),
+        ([0, 1], "must be a list of shard indices"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            bk.merge_inventories([("p0", stale), ("p1", full)], shards=shards)
+    gone = copy.deepcopy(full)
+    gone["deleted"] = ["a"]
+    with pytest.raises(ValueError, match="deleted different uids"):
+        bk.merge_inventories([("p0", full), ("p1", gone)], shards=[[0], [1]])
+    part0 = copy.deepcopy(full)
+    part0["shards"]["1"] = {"sequences": [], "chains": []}
+    with pytest.raises(ValueError, match="part p0 did not train shard 1"):
+        bk.merge_inventories([("p0", part0), ("p1", full)], shards=[[0, 1], []])

@@ -255,42 +255,106 @@ def apply_deletion(
     return report, removed
 
 
-def merge_inventories(parts: Sequence[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Join the inventories of parts that each trained a disjoint set of shards (same config and assignment).
+def merge_inventories(
+    parts: Sequence[tuple[str, dict[str, Any]]], shards: Sequence[Sequence[int]] | None = None
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Join the inventories of parts that each trained (or retrained) a disjoint set of shards.
 
     Args:
         parts: ``(label, inventory)`` pairs, in order; the label names the part in errors.
+        shards: one list of shard indices per part: shard j is taken from the one part that lists it, so parts may
+            be whole systems (e.g. each rank's copy after ``retrain(shards=...)``). Every shard must be listed
+            exactly once, and every part must have the same assignment, config and deleted uids. Default: shard j
+            is taken from the part that trained it (the only part whose shard j has sequences).
 
     Returns:
         ``(merged, taken)``: the joined inventory and ``(label, adapter name)`` for every adapter it takes from a
         part (to copy its folder).
 
     Raises:
-        ValueError: no parts, parts of another config or dataset, or a shard trained in two parts.
+        ValueError: no parts, parts of another config, dataset or deletion history, a shard trained in two parts
+            (``shards=None``), or a ``shards`` that does not list every shard exactly once.
+
+    Example:
+        >>> a = new_state({"x": [0, 0]}, {0: [[0]], 1: []}, n_blocks=2, layers_per_slice=1, config={})
+        >>> b = new_state({"x": [0, 0]}, {0: [], 1: [[0]]}, n_blocks=2, layers_per_slice=1, config={})
+        >>> merged, _ = merge_inventories([("a", a), ("b", b)], shards=[[0], [1]])
+        >>> merged["shards"]["1"]["sequences"]
+        [[0]]
     """
-    merged: dict[str, Any] | None = None
-    taken: list[tuple[str, str]] = []
-    first = parts[0][0] if parts else None
-    for label, st in parts:
-        if merged is None:
-            merged = copy.deepcopy(st)
-            merged["adapters"] = {}
-            for sh in merged["shards"].values():
-                sh["sequences"], sh["chains"] = [], []
-        elif st["assignment"] != merged["assignment"] or st["config"] != merged["config"]:
+    if not parts:
+        raise ValueError("merge_saved needs at least one part")
+    first, base = parts[0]
+    n_shards = len(base["shards"])
+    for label, st in parts[1:]:
+        if st["assignment"] != base["assignment"] or st["config"] != base["config"]:
             raise ValueError(f"{label} was trained with another config or dataset than {first}")
-        for j, sh in st["shards"].items():
-            if not sh["sequences"]:
-                continue
-            if merged["shards"][j]["sequences"]:
-                raise ValueError(f"shard {j} was trained in two parts")
+        if st.get("base_fingerprint") and base.get("base_fingerprint") not in (None, st["base_fingerprint"]):
+            raise ValueError(f"{label} was trained on another base model than {first}")
+    if shards is None:
+        owned: list[list[str]] = []
+        seen: set[str] = set()
+        for _, st in parts:
+            mine = [j for j, sh in st["shards"].items() if sh["sequences"]]
+            for j in mine:
+                if j in seen:
+                    raise ValueError(f"shard {j} was trained in two parts")
+                seen.add(j)
+            owned.append(mine)
+    else:
+        owned = _check_shard_lists(parts, shards, n_shards)
+    merged = copy.deepcopy(base)
+    merged["adapters"] = {}
+    for sh in merged["shards"].values():
+        sh["sequences"], sh["chains"] = [], []
+    merged["generation"] = max(st.get("generation", 0) for _, st in parts)
+    taken: list[tuple[str, str]] = []
+    for (label, st), mine in zip(parts, owned):
+        for j in mine:
+            sh = st["shards"][j]
             merged["shards"][j] = sh
             for chain in sh["chains"]:
                 for name in chain:
                     if name is not None and name not in merged["adapters"]:
                         merged["adapters"][name] = st["adapters"][name]
                         taken.append((label, name))
-    if merged is None:
-        raise ValueError("merge_saved needs at least one part")
     merged["deleted"] = sorted(set(merged["deleted"]))
     return merged, taken
+
+
+def _check_shard_lists(
+    parts: Sequence[tuple[str, dict[str, Any]]], shards: Sequence[Sequence[int]], n_shards: int
+) -> list[list[str]]:
+    """Validate ``merge_inventories``'s ``shards`` (one list per part, every shard exactly once, same deletions)."""
+    labels = [label for label, _ in parts]
+    if isinstance(shards, (str, bytes)) or len(shards) != len(parts):
+        raise ValueError(f"shards must hold one list of shard indices per part ({len(parts)} parts: {labels})")
+    valid = list(range(n_shards))
+    where: dict[int, str] = {}
+    owned = []
+    for (label, _), mine in zip(parts, shards):
+        if isinstance(mine, (int, str)):
+            raise ValueError(f"shards for part {label} must be a list of shard indices, got {mine!r}")
+        for j in mine:
+            if not isinstance(j, int) or isinstance(j, bool) or j not in valid:
+                raise ValueError(f"shard index {j!r} for part {label} is not a shard; valid shard indices: {valid}")
+            if j in where:
+                raise ValueError(f"shard {j} is listed for two parts: {where[j]} and {label}")
+            where[j] = label
+        owned.append([str(j) for j in mine])
+    missing = [j for j in valid if j not in where]
+    if missing:
+        raise ValueError(f"shard(s) {missing} are listed for no part: every shard in {valid} must be listed once")
+    first, base = parts[0]
+    for label, st in parts[1:]:
+        if sorted(st["deleted"]) != sorted(base["deleted"]):
+            diff = sorted(set(st["deleted"]) ^ set(base["deleted"]))
+            raise ValueError(
+                f"{label} and {first} have deleted different uids ({diff[:5]}...): delete the same uids in every "
+                "part before merging"
+            )
+    for (label, st), mine in zip(parts, owned):
+        for j in mine:
+            if not st["shards"][j]["sequences"] and any(other["shards"][j]["sequences"] for _, other in parts):
+                raise ValueError(f"part {label} did not train shard {j} (another part did): it cannot provide it")
+    return owned

@@ -415,7 +415,7 @@ class S3TModel(StageTrainingMixin, ServingMixin, PersistenceMixin, nn.Module):
         self._free_adapter(name)
 
     # ------------------------------------------------------------------------------------------------ retrain
-    def retrain(self, dataset: Any = None, background: bool = False):
+    def retrain(self, dataset: Any = None, background: bool = False, shards: list[int] | None = None):
         """Rebuild the stages cut by deletions, on their slices minus the deleted uids (exact).
 
         The new stages are trained as NEW adapters of the same peft model (the frozen base is shared, adapters are
@@ -428,15 +428,33 @@ class S3TModel(StageTrainingMixin, ServingMixin, PersistenceMixin, nn.Module):
                 :meth:`from_pretrained`). It must hold every non-deleted uid of the slices to rebuild.
             background: run in a daemon thread and return it (``thread.join()`` waits); else block and return the
                 list of new adapter names.
+            shards: rebuild only these shards' cut stages (default: every shard). For multi-process retraining:
+                each process retrains its share of a copy of the system, saves it, and :meth:`merge_saved` with
+                ``shards=`` joins the copies (``recipes/s3t/train_s3t.py --retrain``).
+
+        Raises:
+            ValueError: no dataset, a dataset without some surviving uid of the shards to rebuild, or a shard index
+                that is not one of the model's shards.
+
+        Example:
+            >>> # s3t.delete(["u3"]); s3t.retrain(shards=[0])   # shard 0 serves its full sequence again
         """
+        valid_shards = sorted(int(j) for j in self.state["shards"])
+        if shards is not None:
+            if isinstance(shards, (int, str)):
+                raise ValueError(f"shards must be a list of shard indices (valid: {valid_shards}), got {shards!r}")
+            shards = list(shards)
+            bad = [j for j in shards if not isinstance(j, int) or isinstance(j, bool) or j not in valid_shards]
+            if bad:
+                raise ValueError(f"unknown shard index(es) {bad}: valid shard indices are {valid_shards}")
         ds = load_examples(dataset) if dataset is not None else self.dataset
         if ds is None:
             raise ValueError("retrain needs the training examples: pass dataset= (they are not saved with the model)")
         if background:
-            th = threading.Thread(target=self._retrain, args=(ds,), daemon=True)
+            th = threading.Thread(target=self._retrain, args=(ds, shards), daemon=True)
             th.start()
             return th
-        return self._retrain(ds)
+        return self._retrain(ds, shards)
 
     def _work_view(self) -> S3TModel:
         """A second S3TModel on the SAME peft model and lock, with its own copy of the inventory (for retrain)."""
@@ -447,16 +465,16 @@ class S3TModel(StageTrainingMixin, ServingMixin, PersistenceMixin, nn.Module):
         work.__dict__["_base"] = unwrap(self.peft_model)
         return work
 
-    def _retrain(self, ds) -> list[str]:
+    def _retrain(self, ds, shards: list[int] | None = None) -> list[str]:
         if not self._retrain_lock.acquire(blocking=False):
             raise RuntimeError("a retrain() of this model is already running")
         try:
             self.flush_deletions()  # free the dropped adapters first (memory; and a deep copy would carry them)
-            return self._retrain_locked(ds)
+            return self._retrain_locked(ds, shards)
         finally:
             self._retrain_lock.release()
 
-    def _retrain_locked(self, ds) -> list[str]:
+    def _retrain_locked(self, ds, shards: list[int] | None = None) -> list[str]:
         by_copy = self.config_s3t.retrain_copy
         with self._lock:
             if by_copy:
@@ -466,13 +484,18 @@ class S3TModel(StageTrainingMixin, ServingMixin, PersistenceMixin, nn.Module):
                 work = self._work_view()
         have = set(ds[UID])
         deleted = set(work.state["deleted"])
-        missing = sorted(u for u in work.state["assignment"] if u not in deleted and u not in have)
+        todo = None if shards is None else set(shards)
+        missing = sorted(
+            u
+            for u, (j, _) in work.state["assignment"].items()
+            if u not in deleted and u not in have and (todo is None or j in todo)
+        )
         if missing:
             raise ValueError(f"the dataset lacks {len(missing)} surviving training uid(s), e.g. {missing[:3]}")
         work.state["generation"] += 1
         new: list[str] = []
         try:
-            new = self._fill_missing_stages(work, ds)
+            new = self._fill_missing_stages(work, ds, shards=shards)
             from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
             with self._lock:

@@ -126,17 +126,42 @@ class PersistenceMixin:
         return self
 
     @staticmethod
-    def merge_saved(parts: list[str | os.PathLike], save_directory: str | os.PathLike) -> Path:
-        """Join S3T folders that each trained a disjoint set of shards (parallel training) into one folder.
+    def merge_saved(
+        parts: list[str | os.PathLike],
+        save_directory: str | os.PathLike,
+        shards: list[list[int]] | None = None,
+    ) -> Path:
+        """Join S3T folders whose shards were trained (or retrained) in different processes into one folder.
 
-        Every part must come from the same config and data (same assignment); shard j is taken from the part
-        that trained it. Stages are pure functions of (base, shard, prefix, data), so the result equals training
-        every shard in one process.
+        Every part must come from the same config and data (same assignment). Stages are pure functions of (base,
+        shard, prefix, data), so the result equals training (or retraining) every shard in one process.
+
+        Args:
+            parts: saved S3T folders.
+            save_directory: the output folder.
+            shards: one list of shard indices per part; shard j is taken from the one part that lists it. Use it to
+                merge whole-system folders, e.g. each rank's copy after ``retrain(shards=...)``. Every shard must be
+                listed exactly once and every part must have deleted the same uids. Default: shard j is taken from
+                the part that trained it (parts from ``from_training(..., shards=...)``).
+
+        Returns:
+            ``save_directory`` as a Path.
+
+        Raises:
+            ValueError: parts of another config, dataset or deletion history; a shard in two parts or in none.
+
+        Example:
+            >>> # S3TModel.merge_saved(["parts/rank0", "parts/rank1"], "model")                  # after training
+            >>> # S3TModel.merge_saved(["retrain0", "retrain1"], "model", shards=[[0], [1]])    # after retraining
         """
+        folders = [Path(part) for part in parts]
+        for part in folders:
+            if not (part / INVENTORY).exists():
+                raise ValueError(f"{part} is not a saved S3T folder (no {INVENTORY})")
+        inventories = [(part, json.loads((part / INVENTORY).read_text())) for part in folders]
+        merged, taken = merge_inventories(inventories, shards=shards)
         out = Path(save_directory)
         (out / ADAPTERS).mkdir(parents=True, exist_ok=True)
-        folders = [Path(part) for part in parts]
-        merged, taken = merge_inventories([(part, json.loads((part / INVENTORY).read_text())) for part in folders])
         for part, name in taken:
             shutil.copytree(part / ADAPTERS / name, out / ADAPTERS / name, dirs_exist_ok=True)
         for part in folders:

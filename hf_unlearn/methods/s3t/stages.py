@@ -481,8 +481,9 @@ class StageTrainingMixin:
         return name
 
     @staticmethod
-    def _fill_missing_stages(target: S3TModel, ds) -> list[str]:
-        """Train every stage that has no valid adapter (each distinct prefix once) into ``target``.
+    def _fill_missing_stages(target: S3TModel, ds, shards: list[int] | None = None) -> list[str]:
+        """Train every stage that has no valid adapter (each distinct prefix once) into ``target``; with ``shards``,
+        only those of these shards.
 
         With ``cache_hidden_states`` the hidden states entering every stage group are computed once per example
         of a shard before its first missing stage, shared by all its sequences' stages, and freed after the shard.
@@ -493,6 +494,8 @@ class StageTrainingMixin:
         n_blocks, k = target.state["n_blocks"], target.state["layers_per_slice"]
         for j_str, sh in target.state["shards"].items():
             j = int(j_str)
+            if shards is not None and j not in shards:
+                continue
             built: dict[tuple[int, ...], str] = {}
             for q, chain in enumerate(sh["chains"]):
                 for t, name in enumerate(chain):
