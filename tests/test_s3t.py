@@ -767,3 +767,49 @@ def test_loading_onto_another_base_is_refused(tmp_path):
     with pytest.raises(ValueError, match="another base model"):
         S3TModel.from_pretrained(tmp_path / "s3t", other, tokenizer=tok)
     S3TModel.from_pretrained(tmp_path / "s3t", same, tokenizer=tok)  # the same base loads
+
+
+_EXIT_SCRIPT = r"""
+import sys, time
+import torch
+from hf_unlearn.methods.s3t import S3TConfig, S3TModel
+from hf_unlearn.methods.s3t import model as s3t_model
+from hf_unlearn.models import tiny_causal_lm
+
+torch.set_num_threads(1)
+rows = [{"uid": f"u{i}", "question": f"What is item {i}?", "answer": f"It is {i}."} for i in range(16)]
+texts = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
+base, tok = tiny_causal_lm("llama", texts=texts, num_layers=2, hidden_size=16, vocab_size=200, seed=0)
+cfg = S3TConfig(n_shards=1, n_slices=2, budget=1, num_epochs=1, learning_rate=1e-2, batch_size=8, max_length=32)
+s3t = S3TModel.from_training(base, tok, rows, cfg)
+s3t.save_pretrained(sys.argv[1])
+slow = s3t_model.S3TModel.flush_deletions
+
+def flush_slowly(self):  # the background freeing is still running when the script ends
+    time.sleep(1.0)
+    return slow(self)
+
+s3t_model.S3TModel.flush_deletions = flush_slowly
+report = s3t.delete([rows[0]["uid"]])
+print("DROPPED", ",".join(report["adapters_removed"]))
+"""
+
+
+def test_exit_right_after_delete_finishes_the_background_freeing(tmp_path):
+    """A script that ends right after delete(): the cleanup thread is woken and joined at exit, so the dropped
+    adapters' folders (weights trained on the deleted data) are removed from disk and the process exits cleanly
+    instead of being torn down with a daemon thread inside torch."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "s3t"
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, str(folder)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dropped = [line for line in proc.stdout.splitlines() if line.startswith("DROPPED ")][0][8:].split(",")
+    assert dropped and dropped != [""]
+    left = {p.name for p in (folder / "adapters").iterdir()}
+    assert not left & set(dropped), f"dropped adapters still on disk: {sorted(left & set(dropped))}"
+    assert left  # the live ones stay

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import shutil
@@ -72,6 +73,24 @@ __all__ = [
     "stage_blocks",
     "stage_seed",
 ]
+
+
+# Cleanup threads alive in this process. At interpreter exit every one is woken, finishes what is pending (dropped
+# adapters' weights, and their folders on disk: they hold what deleted data trained) and is joined, so no daemon
+# thread is still inside torch while the interpreter tears down (which can abort the process).
+_CLEANERS: list[tuple[threading.Thread, threading.Event]] = []
+_EXITING = threading.Event()
+
+
+def _finish_cleanups(timeout: float = 60.0) -> None:
+    _EXITING.set()
+    for _thread, event in list(_CLEANERS):
+        event.set()
+    for thread, _ in list(_CLEANERS):
+        thread.join(timeout)
+
+
+atexit.register(_finish_cleanups)
 
 
 class S3TModel(StageTrainingMixin, ServingMixin, PersistenceMixin, nn.Module):
@@ -329,24 +348,31 @@ class S3TModel(StageTrainingMixin, ServingMixin, PersistenceMixin, nn.Module):
                     daemon=True,
                     name="s3t-cleanup",
                 )
+                _CLEANERS.append((self._cleaner, self._cleanup_event))
                 self._cleaner.start()
 
     @staticmethod
     def _cleanup_loop(ref, event: threading.Event, idle_seconds: float = 30.0) -> None:
         """Free pending adapters whenever asked; exit after ``idle_seconds`` without work or once the model is gone
         (the thread holds only a weak reference to it)."""
-        while True:
-            woke = event.wait(idle_seconds)
-            model = ref()
-            if model is None:
-                return
-            with model._pending_lock:
-                if not woke and not model._pending_names and not model._pending_dirs:
-                    model._cleaner = None
+        try:
+            while True:
+                woke = event.wait(idle_seconds)
+                model = ref()
+                if model is None:
                     return
-                event.clear()
-            model.flush_deletions()
-            del model
+                with model._pending_lock:
+                    if not woke and not model._pending_names and not model._pending_dirs:
+                        model._cleaner = None
+                        return
+                    event.clear()
+                model.flush_deletions()
+                del model
+                if _EXITING.is_set():  # the interpreter is exiting: what was pending is done
+                    return
+        finally:
+            me = threading.current_thread()
+            _CLEANERS[:] = [(t, e) for t, e in _CLEANERS if t is not me]
 
     def flush_deletions(self) -> None:
         """Free now the weights and folders of adapters dropped by :meth:`delete` (normally a background thread
