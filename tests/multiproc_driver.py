@@ -44,7 +44,8 @@ MAX_LENGTH = 64
 SKIP: dict[str, str] = {
     "embedding_ga": "runs its own loop (not a Trainer): the stopping rule evaluates between single ascent steps",
     "ssd": "runs no Trainer; its importance pass is sharded over processes and tested in tests/test_ssd.py",
-    "s3t": "deletion runs no Trainer (slices are switched off); S3T training across processes is issue #20 item 3",
+    "s3t": "deletion runs no Trainer (slices are switched off); multi-process S3T training and retraining: "
+    "tests/test_multiproc_s3t.py",
 }
 
 #: Per-method settings: the benchmark runner's tiny-CPU defaults are used, then these (fewer epochs: 2 steps).
@@ -147,9 +148,7 @@ def run(prep: str | os.PathLike, out: str | os.PathLike, methods: list[str] | No
         if state.is_main_process:
             print(f"[multiproc_driver] {method} on {world} process(es)", flush=True)
         t0 = time.perf_counter()
-        res = hf_unlearn.unlearn(
-            copy.deepcopy(target), forget, retain, method=method, tokenizer=tok, **kw, **cfg
-        )
+        res = hf_unlearn.unlearn(copy.deepcopy(target), forget, retain, method=method, tokenizer=tok, **kw, **cfg)
         model = res.model
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
