@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from hf_unlearn.training.guard import DivergenceError  # noqa: F401
     from hf_unlearn.utils.hashing import weights_hash  # noqa: F401
 
-__version__ = "0.1.0"
+from hf_unlearn._version import __version__  # noqa: E402, F401
 
 __all__ = [
     "DivergenceError",

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hf_unlearn.model_card import PAPERS, TEMPLATE_DIR, _fmt, _label, library_versions, summarize_evaluation
+from hf_unlearn.model_card import TEMPLATE_DIR, _fmt, _label, library_versions, summarize_evaluation
 
 CERTIFICATE_VERSION = 1
 CERTIFICATE_TEMPLATE = TEMPLATE_DIR / "certificate.md"
@@ -78,9 +78,8 @@ def _method_info(method: str) -> tuple[bool, str | None]:
 
         spec = get_method(method)
         return spec.exact, spec.paper
-    except ValueError:
-        p = PAPERS.get(method, {})
-        return False, (f"{p['title']} (arXiv {p['arxiv']})" if p.get("title") else None)
+    except ValueError:  # not registered (a method of another installation): no claim
+        return False, None
 
 
 def _digest(cert: dict[str, Any]) -> str:

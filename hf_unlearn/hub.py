@@ -60,7 +60,9 @@ def _is_peft(model: Any) -> bool:
 
 
 def _is_s3t(model: Any) -> bool:
-    return type(model).__name__ == "S3TModel" and hasattr(model, "export_active_adapter")
+    """A model that serves LoRA adapters over a base and exports the served one (an S3T ensemble): it declares
+    ``export_active_adapter`` and ``peft_model`` (duck typing, so this module needs no method import)."""
+    return callable(getattr(model, "export_active_adapter", None)) and hasattr(model, "peft_model")
 
 
 def model_weights_hash(model: Any) -> str:
