@@ -214,7 +214,7 @@ def render_model_card(
     ref = spec.reference if spec is not None else None
     description = spec.description if spec is not None else None
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
-    from hf_unlearn.config import _jsonable
+    from hf_unlearn.utils.serialization import jsonable as _jsonable
 
     cfg_json = json.dumps(_jsonable(cfg), indent=2, sort_keys=True)
     adapter = save_format == "peft_adapter"
