@@ -47,8 +47,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hf_unlearn  # noqa: E402
-from hf_unlearn.benchmarks.fictitious_authors import build  # noqa: E402
-from hf_unlearn.data import collator_for, load_examples, tokenize_any  # noqa: E402
+from hf_unlearn.benchmarks.fictitious_authors import build, paired_splits  # noqa: E402
+from hf_unlearn.data import load_examples, model_batches  # noqa: E402
 from hf_unlearn.evaluation.metrics import mia_auc  # noqa: E402
 from hf_unlearn.methods.embedding_ga import EmbeddingGradientRecorder, mean_nll  # noqa: E402
 from hf_unlearn.models import tiny_causal_lm  # noqa: E402
@@ -62,12 +62,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 @torch.no_grad()
 def per_example_nll(model, tok, ds) -> list[float]:
     model.eval()
-    tokenized = tokenize_any(ds, tok, max_length=128)
-    collate = collator_for(tok)
     out = []
-    for s in range(0, len(tokenized), 32):
-        b = collate([tokenized[i] for i in range(s, min(s + 32, len(tokenized)))])
-        b.pop("uid")
+    for _, b in model_batches(model, tok, ds, batch_size=32, max_length=128):
         out += sequence_nll(model(**model_inputs(b)).logits, b["labels"]).tolist()
     return out
 
@@ -111,8 +107,8 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     dd = build(n_authors=args.n_authors, seed=args.seed, qa_per_author=args.qa_per_author)
-    suffix = args.forget_split.replace("forget", "")
-    forget_split, holdout_split, retain_split = args.forget_split, f"holdout{suffix}", f"retain{100 - int(suffix)}"
+    forget_split = args.forget_split
+    retain_split, holdout_split = paired_splits(forget_split)
     full = load_examples(dd["full"])
     retain_eval = load_examples(dd[retain_split]).shuffle(seed=args.seed).select(range(min(64, len(dd[retain_split]))))
     print(f"full={len(full)} forget={len(dd[forget_split])} holdout={len(dd[holdout_split])}", flush=True)
@@ -241,9 +237,8 @@ def tied_gradient_main(args) -> None:
     for seed in args.seeds:
         torch.manual_seed(seed)
         dd = build(n_authors=args.n_authors, seed=seed, qa_per_author=args.qa_per_author)
-        suffix = args.forget_split.replace("forget", "")
-        forget_split, holdout_split = args.forget_split, f"holdout{suffix}"
-        retain_split = f"retain{100 - int(suffix)}"
+        forget_split = args.forget_split
+        retain_split, holdout_split = paired_splits(forget_split)
         full = load_examples(dd["full"])
         retain_eval = load_examples(dd[retain_split]).shuffle(seed=seed).select(range(min(64, len(dd[retain_split]))))
         model, tok = tiny_causal_lm("gpt2", num_layers=args.layers, hidden_size=args.hidden, vocab_size=512, seed=seed)

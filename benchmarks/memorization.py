@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 import hf_unlearn  # noqa: E402
-from hf_unlearn.benchmarks.fictitious_authors import build  # noqa: E402
+from hf_unlearn.benchmarks.fictitious_authors import build, paired_splits  # noqa: E402
 from hf_unlearn.evaluation import metrics as M  # noqa: E402
 from hf_unlearn.methods.rum import (  # noqa: E402
     LearningEventRecorder,
@@ -94,8 +94,9 @@ def nll_by_uid(model, tok, ds, max_length) -> dict[str, float]:
 
 def quality(model, tok, bench, a) -> dict[str, float]:
     f = nll_by_uid(model, tok, bench[a.forget_split], a.max_length)
-    h = nll_by_uid(model, tok, bench["holdout" + a.forget_split[-2:]], a.max_length)
-    r = nll_by_uid(model, tok, bench["retain" + str(100 - int(a.forget_split[-2:]))], a.max_length)
+    retain_split, holdout_split = paired_splits(a.forget_split)
+    h = nll_by_uid(model, tok, bench[holdout_split], a.max_length)
+    r = nll_by_uid(model, tok, bench[retain_split], a.max_length)
     return {
         "forget_nll": float(np.mean(list(f.values()))),
         "retain_nll": float(np.mean(list(r.values()))),
@@ -109,8 +110,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     t_all = time.perf_counter()
     bench = build(n_authors=a.n_authors, seed=a.seed, qa_per_author=a.qa_per_author)
-    hold_split = "holdout" + a.forget_split[-2:]
-    retain_split = "retain" + str(100 - int(a.forget_split[-2:]))
+    retain_split, hold_split = paired_splits(a.forget_split)
     full, forget = bench["full"], bench[a.forget_split]
     base, tok = tiny_causal_lm(
         "llama",
@@ -241,7 +241,7 @@ def compare_loops(a, bench, tok, target, gold, n_params: int, earlier: dict) -> 
     if earlier["args"]["n_authors"] != a.n_authors or earlier["args"]["seed"] != a.seed:
         raise ValueError(f"{a.compare_loops} was computed with other data arguments: {earlier['args']}")
     t_all = time.perf_counter()
-    retain_split = "retain" + str(100 - int(a.forget_split[-2:]))
+    retain_split = paired_splits(a.forget_split)[0]
     forget = bench[a.forget_split]
     uids_forget = list(forget["uid"])
     rng = random.Random(a.seed)

@@ -48,8 +48,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hf_unlearn  # noqa: E402
-from hf_unlearn.benchmarks.fictitious_authors import build  # noqa: E402
-from hf_unlearn.data import collator_for, tokenize_qa  # noqa: E402
+from hf_unlearn.benchmarks.fictitious_authors import build, paired_splits  # noqa: E402
+from hf_unlearn.data import model_batches  # noqa: E402
 from hf_unlearn.methods.partial import AmnesiacRecorder, isolate_sensitive  # noqa: E402
 from hf_unlearn.models import tiny_causal_lm  # noqa: E402
 from hf_unlearn.pipeline import tokenizer_corpus  # noqa: E402
@@ -61,13 +61,9 @@ from hf_unlearn.training.trainer import model_inputs  # noqa: E402
 @torch.no_grad()
 def example_nll(model, tok, ds, max_length: int, batch_size: int = 32) -> tuple[list[float], float]:
     """Per-example token-mean answer NLL, and the token-mean NLL over the whole split."""
-    tokd = tokenize_qa(ds, tok, max_length=max_length)
-    coll = collator_for(tok)
     model.eval()
     per, tot, cnt = [], 0.0, 0
-    for s in range(0, len(tokd), batch_size):
-        batch = coll([tokd[i] for i in range(s, min(len(tokd), s + batch_size))])
-        batch.pop("uid")
+    for _, batch in model_batches(model, tok, ds, batch_size=batch_size, max_length=max_length):
         logp, mask = token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
         nll = -(logp * mask).sum(1)
         n = mask.sum(1)
@@ -143,8 +139,8 @@ def main() -> None:
         summarize([Path(d) for d in args.summarize], Path(args.out))
         return
     torch.set_num_threads(args.threads)
-    pct = args.forget_split[-2:]
-    splits = {"forget": args.forget_split, "retain": f"retain{100 - int(pct)}", "holdout": f"holdout{pct}"}
+    retain_split, holdout_split = paired_splits(args.forget_split)
+    splits = {"forget": args.forget_split, "retain": retain_split, "holdout": holdout_split}
     bench = build(n_authors=args.n_authors, seed=args.seed, qa_per_author=args.qa_per_author)
     forget, retain = bench[splits["forget"]], bench[splits["retain"]]
     base, tok = tiny_causal_lm(

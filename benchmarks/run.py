@@ -193,6 +193,9 @@ def drop_per_item(report: dict) -> dict:
 
     They are most of the bytes (about 180 KB per model and split on cpu-tiny); ``--keep-per-item`` keeps them.
     """
+    import copy
+
+    report = copy.deepcopy(report)  # the caller's report keeps them (the S3T study scores against the gold's)
     for entry in report["splits"].values():
         for result in (entry.get("evaluation") or {}).values():
             for split_result in (result.get("splits") or {}).values():

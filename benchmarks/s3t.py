@@ -44,9 +44,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hf_unlearn.data import collator_for, load_examples, tokenize_any  # noqa: E402
+from hf_unlearn.data import collator_for, load_examples, model_batches, tokenize_any  # noqa: E402
 from hf_unlearn.methods.s3t import S3TConfig, S3TModel, capacity_curve, plot_capacity, simulate_sisa  # noqa: E402
-from hf_unlearn.methods.s3t.model import _from_block  # noqa: E402
+from hf_unlearn.methods.s3t.stages import _from_block  # noqa: E402
 from hf_unlearn.models import tiny_causal_lm  # noqa: E402
 from hf_unlearn.training import finetune  # noqa: E402
 from hf_unlearn.training.losses import sequence_nll  # noqa: E402
@@ -65,11 +65,8 @@ def answer_nll(model, tok, ds, max_length: int = 64) -> float | None:
     if hasattr(model, "served") and not model.served():
         return None
     model.eval()
-    tokd = tokenize_any(ds, tok, max_length=max_length)
-    coll = collator_for(tok)
     nll = []
-    for i in range(0, len(tokd), 32):
-        batch = coll([tokd[j] for j in range(i, min(i + 32, len(tokd)))])
+    for _, batch in model_batches(model, tok, ds, batch_size=32, max_length=max_length):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         nll += sequence_nll(logits, batch["labels"]).tolist()
     return statistics.fmean(nll)

@@ -48,7 +48,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hf_unlearn  # noqa: E402
-from hf_unlearn.benchmarks.fictitious_authors import build  # noqa: E402
+from hf_unlearn.benchmarks.fictitious_authors import build, paired_splits  # noqa: E402
 from hf_unlearn.methods.ssd import target_parameters  # noqa: E402
 from hf_unlearn.models import tiny_causal_lm  # noqa: E402
 from hf_unlearn.pipeline import forward_backward_seconds, mean_answer_nll, tokenizer_corpus  # noqa: E402
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
 
     dd = build(n_authors=args.n_authors, seed=args.seed, qa_per_author=args.qa_per_author)
     full, forget = dd["full"], dd[args.forget_split]
-    retain = dd["retain" + str(100 - int(args.forget_split[-2:]))]
+    retain = dd[paired_splits(args.forget_split)[0]]
     base, tok = tiny_causal_lm(
         "llama",
         texts=tokenizer_corpus(dd),
@@ -255,7 +255,7 @@ POLICIES = ("anchored", "strict", "reuse", "refresh")
 def sequence(args, dd, tok, target, finetune_s: float) -> dict:
     """N sequential requests on one model per cache policy: cost and quality after each."""
     full, pool = dd["full"], dd[args.sequence_split]
-    retain = dd["retain" + str(100 - int(args.sequence_split[-2:]))]
+    retain = dd[paired_splits(args.sequence_split)[0]]
     n = args.sequence
     if not 1 <= n <= len(pool):
         raise ValueError(f"--sequence {n}: the split {args.sequence_split!r} has {len(pool)} examples")

@@ -286,10 +286,28 @@ def test_harness_passes_the_holdout_and_runs_an_uncalibrated_variant(monkeypatch
     runner = pipeline.builtin_runners()["npo"]
     runner.run(ctx)
     pipeline.run_uncalibrated(runner, ctx, "npo")
-    (args, kw), (_, kw_nocal) = calls
+    pipeline.run_uncalibrated(runner, ctx, "npo", calibrate=True)
+    (args, kw), (_, kw_nocal), (_, kw_cal) = calls
+    assert kw_cal["calibrate"] is True and kw_cal["beta"] == 0.2 and kw_cal["holdout"] == "H"
     assert args[1:3] == ("F", "R") and kw["holdout"] == "H" and kw["beta"] == 0.2 and "calibrate" not in kw
     assert kw_nocal["calibrate"] is False and kw_nocal["beta"] == 0.2 and kw_nocal["holdout"] == "H"
     assert ctx.setting is setting and setting.method_overrides == {"npo": {"beta": 0.2}}  # restored, untouched
     assert pipeline.was_calibrated(SimpleNamespace(details={"calibration": {"kept_step": 3}}))
     assert pipeline.was_calibrated(SimpleNamespace(details={"groups": [{"calibration": None}, {"calibration": {}}]}))
     assert not pipeline.was_calibrated(SimpleNamespace(details={"steps": 3, "groups": [{"calibration": None}]}))
+
+
+def test_calibration_variants_add_a_calibrated_npo_row_and_an_uncalibrated_ga_row():
+    """NPO is uncalibrated by default, so the variants run it calibrated ("npo-cal"); grad_ascent is calibrated by
+    default, so they run it without ("grad_ascent-nocal"). Each variant row must really differ in calibration."""
+    from dataclasses import replace
+
+    from hf_unlearn import pipeline
+
+    s = replace(pipeline.SETTINGS["test"], name="variants", n_authors=20, qa_per_author=2, ft_epochs=2, hidden_size=32,
+                calibration_variants=True)  # fmt: skip
+    rep = pipeline.run_protocol(s, methods=["grad_ascent", "npo"], forget_splits=["forget10"], progress=False)
+    assert list(rep["rows"]) == ["target", "gold (retrain)", "grad_ascent", "grad_ascent-nocal", "npo", "npo-cal"]
+    res = rep["_results"]
+    assert pipeline.was_calibrated(res["grad_ascent"]) and not pipeline.was_calibrated(res["grad_ascent-nocal"])
+    assert pipeline.was_calibrated(res["npo-cal"]) and not pipeline.was_calibrated(res["npo"])

@@ -271,7 +271,7 @@ def test_s3t_through_the_ledger_delete_certificate_retrain_and_errors(qa_rows, q
     hf_unlearn.tiny_causal_lm("llama", seed=1, **kw)[0].save_pretrained(other_dir)
     tok.save_pretrained(other_dir)
     cfg = S3TConfig(n_shards=2, n_slices=2, budget=1, num_epochs=1, learning_rate=1e-2, batch_size=8, max_length=48)
-    S3TModel.train(base, tok, qa_rows, cfg).save_pretrained(folder)
+    S3TModel.from_training(base, tok, qa_rows, cfg).save_pretrained(folder)
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in qa_rows))
     uid = qa_rows[3]["uid"]

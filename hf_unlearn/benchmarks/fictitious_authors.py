@@ -643,6 +643,22 @@ _NUMERIC = {
 }
 
 
+def paired_splits(forget_split: str) -> tuple[str, str]:
+    """The retain and holdout splits that go with a forget split: ``"forget05"`` -> ``("retain95", "holdout05")``.
+
+    Raises:
+        ValueError: for a name that is not ``forgetNN`` with 0 < NN < 100.
+
+    Example:
+        >>> paired_splits("forget01")
+        ('retain99', 'holdout01')
+    """
+    pct = forget_split[len("forget") :]
+    if not forget_split.startswith("forget") or not pct.isdigit() or not 0 < int(pct) < 100:
+        raise ValueError(f"not a forget split name (forgetNN, 0 < NN < 100): {forget_split!r}")
+    return f"retain{100 - int(pct)}", f"holdout{pct}"
+
+
 def _check_args(n_authors: Any, seed: Any, qa_per_author: Any = 1) -> None:
     if isinstance(n_authors, bool) or not isinstance(n_authors, int) or n_authors < 1:
         raise ValueError(f"n_authors must be an int >= 1, got {n_authors!r}")
@@ -827,9 +843,10 @@ def build(n_authors: int = 20, seed: int = 0, qa_per_author: int = 20) -> Datase
     splits: dict[str, Dataset] = {"full": full}
     for pct in SPLIT_PCTS:
         n_forget_rows = _n_forget(pct, n_authors) * qa_per_author
+        retain_name, holdout_name = paired_splits(f"forget{pct:02d}")
         splits[f"forget{pct:02d}"] = full.select(range(len(full) - n_forget_rows, len(full)))
-        splits[f"retain{100 - pct}"] = full.select(range(len(full) - n_forget_rows))
-        splits[f"holdout{pct:02d}"] = holdout.select(range(n_forget_rows))
+        splits[retain_name] = full.select(range(len(full) - n_forget_rows))
+        splits[holdout_name] = holdout.select(range(n_forget_rows))
     splits["world_facts"] = full.select(range(len(world)))
     splits["real_authors"] = full.select(range(len(world), n_general))
     return DatasetDict(splits)

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -379,6 +379,56 @@ def collator_for(tokenizer: Any, padding_side: str = "right") -> UnlearnCollator
     if pad is None:
         raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
     return UnlearnCollator(pad_token_id=pad, padding_side=padding_side)
+
+
+def iter_batches(
+    rows: Any,
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    *,
+    batch_size: int,
+    device: torch.device | str | None = None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[list[str] | None, dict[str, torch.Tensor]]]:
+    """The one batching loop: a ``torch.utils.data.DataLoader`` over encoded rows, collated, moved to ``device``.
+
+    Args:
+        rows: encoded rows (a tokenized Dataset, :class:`LazyEncoded` or a list of dicts with ``input_ids``...).
+        collate: the collator (e.g. :func:`collator_for`).
+        batch_size: rows per batch (the last batch may be smaller).
+        device: where the tensors go (None: left where the collator put them).
+        shuffle, generator: DataLoader shuffling (default: the rows' order).
+
+    Yields:
+        ``(uids, batch)``: the batch's uids (None when the rows carry none), split off so that ``batch`` holds
+        tensors only.
+
+    Example:
+        >>> rows = [{"uid": "a", "input_ids": [5, 6], "labels": [-100, 6]},
+        ...         {"uid": "b", "input_ids": [7], "labels": [7]}]
+        >>> [(u, b["labels"].tolist()) for u, b in iter_batches(rows, UnlearnCollator(0), batch_size=2)]
+        [(['a', 'b'], [[-100, 6], [7, -100]])]
+    """
+    loader = torch.utils.data.DataLoader(
+        rows, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate
+    )
+    for batch in loader:
+        uids = batch.pop(UID, None)
+        yield uids, (batch if device is None else {k: v.to(device) for k, v in batch.items()})
+
+
+def model_batches(
+    model: Any, tokenizer: Any, ds: Dataset, *, batch_size: int, max_length: int = 128, template: str = "plain"
+) -> Iterator[tuple[list[str] | None, dict[str, torch.Tensor]]]:
+    """:func:`iter_batches` over ``ds`` encoded with :func:`tokenize_any`, padded on the right with the tokenizer's
+    pad id, on the device of ``model``'s first parameter: the loop every teacher-forced scorer runs.
+
+    Example:
+        >>> # for uids, batch in model_batches(model, tok, ds, batch_size=16): model(**batch)
+    """
+    tokenized = tokenize_any(ds, tokenizer, max_length=max_length, template=template)
+    device = next(model.parameters()).device
+    yield from iter_batches(tokenized, collator_for(tokenizer), batch_size=batch_size, device=device)
 
 
 class PairedDataset(torch.utils.data.Dataset):

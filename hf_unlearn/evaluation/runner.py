@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hf_unlearn.benchmarks.fictitious_authors import paired_splits
 from hf_unlearn.data import IGNORE_INDEX, UnlearnCollator, encode_qa, encode_qa_many, ensure_uids
 from hf_unlearn.evaluation import metrics as M
 
@@ -616,11 +617,14 @@ def _split_names(benchmark: Mapping[str, Any], forget_split: str, retain_split: 
     names = sorted(benchmark)
     if forget_split not in benchmark:
         raise ValueError(f"forget_split {forget_split!r} not in the benchmark; splits: {names}")
-    suffix = forget_split[len("forget") :] if forget_split.startswith("forget") else ""
+    try:
+        paired_retain, paired_holdout = paired_splits(forget_split)
+    except ValueError:  # not forgetNN (e.g. MUSE's "forget"): the plain names
+        paired_retain, paired_holdout = "retain", "holdout"
     if retain_split is None:
-        retain_split = f"retain{100 - int(suffix):02d}" if suffix.isdigit() else "retain"
+        retain_split = paired_retain
     if holdout_split is None:
-        holdout_split = f"holdout{suffix}" if f"holdout{suffix}" in benchmark else "holdout"
+        holdout_split = paired_holdout if paired_holdout in benchmark else "holdout"
     for role, name in (("retain_split", retain_split), ("holdout_split", holdout_split)):
         if name not in benchmark:
             raise ValueError(f"{role} {name!r} not in the benchmark; splits: {names} (pass {role}=...)")
@@ -702,6 +706,98 @@ def _reference_per_item(ref: dict[str, Any], role: str, key: str, uids: list[str
     return np.array([per[u][key] for u in uids], dtype=np.float64)
 
 
+def _load_reference(
+    reference: Mapping[str, Any] | str | os.PathLike | None, skip_forget_quality: bool, definitions: str
+) -> dict[str, Any] | None:
+    """The gold retain model's result (None when skipped), checked to use the same metric definitions."""
+    if reference is None and not skip_forget_quality:
+        raise ValueError(
+            "forget quality needs the gold retain model's result: evaluate the model fine-tuned without the forget "
+            "split first and pass reference=<its result dict or JSON path>, or pass skip_forget_quality=True"
+        )
+    ref = load_result(reference) if reference is not None else None
+    ref_meta = (ref or {}).get("meta")
+    if ref_meta is not None and ref_meta.get("definitions") != definitions:
+        ref_def = ref_meta.get("definitions", "the pre-parity definitions of report_version 1")
+        raise ValueError(
+            f"the reference was computed with metric definitions {ref_def!r}, this evaluation uses "
+            f"{definitions!r}: re-evaluate the gold model with definitions={definitions!r}"
+        )
+    return ref
+
+
+def _forget_quality(forget: dict[str, Any], ref: dict[str, Any] | None) -> tuple[float | None, list[str]]:
+    """Forget quality: the KS test between the truth ratios of this model and of the gold model on the forget
+    split (``forget`` holds this model's forget-split arrays). Returns ``(value or None, notes)``."""
+    if ref is None:
+        return None, ["forget quality and privleak skipped (skip_forget_quality=True: no gold retain-model reference)"]
+    forget_uids = forget["uid"]
+    ref_uids = sorted(ref["splits"]["forget"]["per_item"])
+    if ref_uids != sorted(forget_uids):
+        raise ValueError("the reference result was computed on a different forget set (its uids differ)")
+    ref_tr = _reference_per_item(ref, "forget", "truth_ratio", forget_uids)
+    if ref_tr is None:
+        raise ValueError("the reference result has no per-item truth ratios on the forget split")
+    return M.forget_quality(M.truth_ratio(forget["paraphrase_avg_nll"], forget["perturbed_avg_nll"]), ref_tr), []
+
+
+def _utility_components(
+    splits: dict[str, Any], roles: list[tuple[str, str, str]], generation: bool
+) -> tuple[dict[str, float], list[str]]:
+    """The components of TOFU's model utility (its harmonic mean): {retain, real authors, world facts} x
+    {probability, ROUGE, truth ratio}, from the split aggregates. Returns ``(components, notes)``."""
+    components: dict[str, float] = {}
+    for role, _split, kind in roles:
+        if kind not in ("retain", "other"):
+            continue
+        agg = splits[role]["aggregate"]
+        components[f"{role}_probability"] = agg["normalised_probability" if kind == "other" else "probability"]
+        if "rougeL_recall" in agg:
+            components[f"{role}_rougeL_recall"] = agg["rougeL_recall"]
+        if "truth_ratio" in agg:
+            components[f"{role}_truth_ratio"] = agg["truth_ratio"]
+    notes = [] if generation else ["generation=False: ROUGE is not part of model utility"]
+    return components, notes
+
+
+def _membership_inference(
+    splits: dict[str, Any], arrays: dict[str, dict[str, Any]], ref: dict[str, Any] | None
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Membership inference on forget (label 0) vs holdout (label 1): AUC of every attack scored per item, the
+    Reference attack when the gold model's per-item NLLs are there (its scores are added to the per-item values),
+    and privleak against the gold model's AUCs. Returns ``({attack: {"auc", "privleak"}}, notes)``."""
+    notes: list[str] = []
+    mia: dict[str, dict[str, Any]] = {}
+    forget_uids = arrays["forget"]["uid"]
+    fper, hper = splits["forget"]["per_item"], splits["holdout"]["per_item"]
+    holdout_uids = arrays["holdout"]["uid"]
+    attacks = [a for a in MIA_ATTACKS if a != "reference" and f"mia_{a}" in fper[forget_uids[0]]]
+    scores = {
+        a: ([fper[u][f"mia_{a}"] for u in forget_uids], [hper[u][f"mia_{a}"] for u in holdout_uids]) for a in attacks
+    }
+    if ref is not None:
+        ref_f = _reference_per_item(ref, "forget", "avg_nll", forget_uids)
+        ref_h = _reference_per_item(ref, "holdout", "avg_nll", holdout_uids)
+        if ref_f is not None and ref_h is not None:
+            sf = M.reference_scores(arrays["forget"]["avg_nll"], ref_f)
+            sh = M.reference_scores(arrays["holdout"]["avg_nll"], ref_h)
+            scores["reference"] = (sf.tolist(), sh.tolist())
+            for u, v in zip(forget_uids, sf):
+                fper[u]["mia_reference"] = _f(v)
+            for u, v in zip(holdout_uids, sh):
+                hper[u]["mia_reference"] = _f(v)
+        else:
+            notes.append("Reference MIA skipped: the reference lacks per-item avg_nll on the forget/holdout uids")
+    for attack, (sf, sh) in scores.items():
+        auc = M.mia_auc(sf, sh)
+        entry: dict[str, Any] = {"auc": auc, "privleak": None}
+        ref_auc = (ref or {}).get("mia", {}).get(attack, {}).get("auc")
+        if ref_auc is not None:
+            entry["privleak"] = M.privleak(auc, ref_auc)
+        mia[attack] = entry
+    return mia, notes
+
+
 def evaluate_unlearning(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -776,19 +872,7 @@ def evaluate_unlearning(
     from hf_unlearn.utils.profiling import measure
 
     M.check_definition(definitions)
-    if reference is None and not skip_forget_quality:
-        raise ValueError(
-            "forget quality needs the gold retain model's result: evaluate the model fine-tuned without the forget "
-            "split first and pass reference=<its result dict or JSON path>, or pass skip_forget_quality=True"
-        )
-    ref = load_result(reference) if reference is not None else None
-    ref_meta = (ref or {}).get("meta")
-    if ref_meta is not None and ref_meta.get("definitions") != definitions:
-        ref_def = ref_meta.get("definitions", "the pre-parity definitions of report_version 1")
-        raise ValueError(
-            f"the reference was computed with metric definitions {ref_def!r}, this evaluation uses "
-            f"{definitions!r}: re-evaluate the gold model with definitions={definitions!r}"
-        )
+    ref = _load_reference(reference, skip_forget_quality, definitions)
     if isinstance(benchmark, (str, os.PathLike)):
         benchmark = load_from_disk(str(benchmark))
     if not isinstance(benchmark, (DatasetDict, Mapping)):
@@ -834,64 +918,10 @@ def evaluate_unlearning(
             report["splits"][role] = {"split": split, "aggregate": agg, "per_item": per}
     answer_tokens = sum(int(a["n_tokens"].sum()) for a in arrays.values())
 
-    # forget quality: KS test between the truth ratios of this model and of the gold model on the forget split
-    forget_uids = arrays["forget"]["uid"]
-    fq = None
-    if ref is not None:
-        ref_uids = sorted(ref["splits"]["forget"]["per_item"])
-        if ref_uids != sorted(forget_uids):
-            raise ValueError("the reference result was computed on a different forget set (its uids differ)")
-        ref_tr = _reference_per_item(ref, "forget", "truth_ratio", forget_uids)
-        if ref_tr is None:
-            raise ValueError("the reference result has no per-item truth ratios on the forget split")
-        fq = M.forget_quality(
-            M.truth_ratio(arrays["forget"]["paraphrase_avg_nll"], arrays["forget"]["perturbed_avg_nll"]), ref_tr
-        )
-    else:
-        notes.append("forget quality and privleak skipped (skip_forget_quality=True: no gold retain-model reference)")
-
-    # model utility: TOFU's harmonic mean over {retain, real authors, world facts} x {probability, ROUGE, truth ratio}
-    components: dict[str, float] = {}
-    for role, _split, kind in roles:
-        if kind not in ("retain", "other"):
-            continue
-        agg = report["splits"][role]["aggregate"]
-        components[f"{role}_probability"] = agg["normalised_probability" if kind == "other" else "probability"]
-        if "rougeL_recall" in agg:
-            components[f"{role}_rougeL_recall"] = agg["rougeL_recall"]
-        if "truth_ratio" in agg:
-            components[f"{role}_truth_ratio"] = agg["truth_ratio"]
-    if not generation:
-        notes.append("generation=False: ROUGE is not part of model utility")
-
-    # membership inference on forget (label 0) vs holdout (label 1)
-    mia: dict[str, dict[str, Any]] = {}
-    fper, hper = report["splits"]["forget"]["per_item"], report["splits"]["holdout"]["per_item"]
-    holdout_uids = arrays["holdout"]["uid"]
-    attacks = [a for a in MIA_ATTACKS if a != "reference" and f"mia_{a}" in fper[forget_uids[0]]]
-    scores = {
-        a: ([fper[u][f"mia_{a}"] for u in forget_uids], [hper[u][f"mia_{a}"] for u in holdout_uids]) for a in attacks
-    }
-    if ref is not None:
-        ref_f = _reference_per_item(ref, "forget", "avg_nll", forget_uids)
-        ref_h = _reference_per_item(ref, "holdout", "avg_nll", holdout_uids)
-        if ref_f is not None and ref_h is not None:
-            sf = M.reference_scores(arrays["forget"]["avg_nll"], ref_f)
-            sh = M.reference_scores(arrays["holdout"]["avg_nll"], ref_h)
-            scores["reference"] = (sf.tolist(), sh.tolist())
-            for u, v in zip(forget_uids, sf):
-                fper[u]["mia_reference"] = _f(v)
-            for u, v in zip(holdout_uids, sh):
-                hper[u]["mia_reference"] = _f(v)
-        else:
-            notes.append("Reference MIA skipped: the reference lacks per-item avg_nll on the forget/holdout uids")
-    for attack, (sf, sh) in scores.items():
-        auc = M.mia_auc(sf, sh)
-        entry: dict[str, Any] = {"auc": auc, "privleak": None}
-        ref_auc = (ref or {}).get("mia", {}).get(attack, {}).get("auc")
-        if ref_auc is not None:
-            entry["privleak"] = M.privleak(auc, ref_auc)
-        mia[attack] = entry
+    fq, fq_notes = _forget_quality(arrays["forget"], ref)
+    components, utility_notes = _utility_components(report["splits"], roles, generation)
+    mia, mia_notes = _membership_inference(report["splits"], arrays, ref)
+    notes += fq_notes + utility_notes + mia_notes
 
     report.update(
         {

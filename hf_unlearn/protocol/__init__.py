@@ -22,11 +22,14 @@ from hf_unlearn.protocol.costs import forward_backward_seconds
 from hf_unlearn.protocol.markdown import markdown_table
 from hf_unlearn.protocol.nll import mean_answer_nll, nll_row
 from hf_unlearn.protocol.runner import (
+    CAL,
+    CALIBRATION_VARIANTS_ON,
     NOCAL,
     RETRAINED,
     MethodRunner,
     bf16_option,
     builtin_runners,
+    can_calibrate,
     evaluation_kwargs,
     method_config,
     method_runner,
@@ -40,6 +43,8 @@ from hf_unlearn.protocol.runner import (
 from hf_unlearn.protocol.settings import SETTINGS, Setting, paired_splits
 
 __all__ = [
+    "CAL",
+    "CALIBRATION_VARIANTS_ON",
     "NOCAL",
     "RETRAINED",
     "SETTINGS",
@@ -49,6 +54,7 @@ __all__ = [
     "autocast_for",
     "bf16_option",
     "builtin_runners",
+    "can_calibrate",
     "evaluation_kwargs",
     "forward_backward_seconds",
     "markdown_table",

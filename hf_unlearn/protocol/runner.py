@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,10 @@ def register_runner(name: str, runner: MethodRunner) -> None:
 
 
 NOCAL = "-nocal"
+CAL = "-cal"
+# Methods whose default is uncalibrated but that calibration_variants also runs calibrated (row "<method>-cal"):
+# the loss-based methods the calibration issue compares (GA, GradDiff, NPO on forget10).
+CALIBRATION_VARIANTS_ON = ("npo",)
 RETRAINED = "-retrained"
 
 
@@ -143,10 +147,19 @@ def was_calibrated(result: Any) -> bool:
     return "calibration" in d or any(g.get("calibration") is not None for g in groups)
 
 
-def run_uncalibrated(runner: MethodRunner, ctx: Context, method: str) -> Any:
-    """``runner`` with ``calibrate=False`` for ``method`` (the ``"<method>-nocal"`` row of calibration_variants)."""
+def can_calibrate(method: str) -> bool:
+    """Whether ``method``'s config has the calibration fields (``calibrate``; see docs/calibration.md)."""
+    import dataclasses
+
+    cfg = _spec(method).config_cls
+    return dataclasses.is_dataclass(cfg) and "calibrate" in {f.name for f in fields(cfg)}
+
+
+def run_uncalibrated(runner: MethodRunner, ctx: Context, method: str, calibrate: bool = False) -> Any:
+    """``runner`` with ``calibrate=False`` for ``method`` (the ``"<method>-nocal"`` row of calibration_variants), or
+    with ``calibrate=True`` (the ``"<method>-cal"`` row of a method whose default is uncalibrated, e.g. NPO)."""
     s = ctx.setting
-    overrides = {**s.method_overrides, method: {**ctx.overrides(method), "calibrate": False}}
+    overrides = {**s.method_overrides, method: {**ctx.overrides(method), "calibrate": calibrate}}
     ctx.setting = replace(s, method_overrides=overrides)
     try:
         return runner.run(ctx)
@@ -225,7 +238,7 @@ def run_protocol(
                 elif m == base + RETRAINED:
                     res = retrained_row(base, results[base], ctx)
                 else:
-                    res = run_uncalibrated(runners[base], ctx, base)
+                    res = run_uncalibrated(runners[base], ctx, base, calibrate=m == base + CAL)
                 if m == base and s.s3t_retrained_row and _spec(base).method_cls.retrained_row:
                     queue.insert(queue.index((m, base)) + 1, (m + RETRAINED, base))
             except Exception as err:  # one failing method is a row of the report, not the end of a long run
@@ -238,8 +251,11 @@ def run_protocol(
                     "error": f"{type(err).__name__}: {err}",
                 }
                 continue
-            if m == base and s.calibration_variants and was_calibrated(res):
-                queue.insert(queue.index((m, base)) + 1, (m + NOCAL, base))
+            if m == base and s.calibration_variants:
+                if was_calibrated(res):  # calibrated by default: also the same recipe without
+                    queue.insert(queue.index((m, base)) + 1, (m + NOCAL, base))
+                elif base in CALIBRATION_VARIANTS_ON and can_calibrate(base):  # off by default: also with
+                    queue.insert(queue.index((m, base)) + 1, (m + CAL, base))
             try:
                 row = nll_row(res.model, ctx)
             except RuntimeError as err:  # e.g. an S3T system whose every shard was cut: a result, not a crash
@@ -306,7 +322,18 @@ def run_protocol(
 
 
 def _short(details: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in details.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    """The scalar details, plus small flat dicts/lists of scalars (e.g. S3T's served prefix length per shard)."""
+
+    def scalar(v: Any) -> bool:
+        return isinstance(v, (int, float, str, bool)) or v is None
+
+    def small(v: Any) -> bool:
+        if isinstance(v, dict):
+            return len(v) <= 64 and all(scalar(x) for x in v.values())
+        return isinstance(v, (list, tuple)) and len(v) <= 64 and all(scalar(x) for x in v)
+
+    return {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v) for k, v in details.items()
+            if scalar(v) or small(v)}  # fmt: skip
 
 
 def evaluation_kwargs(ctx: Context) -> dict[str, Any]:

@@ -13,10 +13,19 @@ import tempfile
 from typing import Any
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from datasets import Dataset
 
 from hf_unlearn.config import UnlearnConfig
-from hf_unlearn.data import PairedCollator, PairedDataset, collator_for, encode_lazily, load_examples, tokenize_any
+from hf_unlearn.data import (
+    PairedCollator,
+    PairedDataset,
+    collator_for,
+    encode_lazily,
+    iter_batches,
+    load_examples,
+    tokenize_any,
+)
 from hf_unlearn.training.calibration import build_calibration, current_holdout
 from hf_unlearn.training.finetune import training_arguments
 from hf_unlearn.training.guard import DivergenceGuard
@@ -42,7 +51,7 @@ class ReferenceModel:
     @torch.no_grad()
     def logits(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
         if self.mode == "adapter_disabled":
-            target = _unwrap_for_adapter(model)
+            target = extract_model_from_parallel(model)  # the PeftModel inside DDP / DeepSpeed wrappers
             was_training = target.training
             target.eval()
             with target.disable_adapter():
@@ -51,13 +60,6 @@ class ReferenceModel:
             return out
         self._model.to(batch["input_ids"].device)
         return self._model(**model_inputs(batch)).logits
-
-
-def _unwrap_for_adapter(model: Any) -> Any:
-    inner = model
-    while not hasattr(inner, "disable_adapter") and hasattr(inner, "module"):
-        inner = inner.module  # DDP / accelerate wrappers
-    return inner
 
 
 def prepare_model(model: Any, config: UnlearnConfig) -> tuple[Any, str]:
@@ -89,11 +91,9 @@ def precompute_sequence_nll(model: Any, tokenized: Dataset, collator: Any, batch
     model.eval()
     device = next(model.parameters()).device
     out: dict[str, float] = {}
-    for start in range(0, len(tokenized), batch_size):
-        rows = [tokenized[i] for i in range(start, min(start + batch_size, len(tokenized)))]
-        batch = collator(rows)
-        uids = batch.pop("uid")
-        batch = {k: v.to(device) for k, v in batch.items()}
+    for uids, batch in iter_batches(tokenized, collator, batch_size=batch_size, device=device):
+        if uids is None:
+            raise KeyError("precompute_sequence_nll keys its values by uid: the tokenized rows need a 'uid' column")
         nll = sequence_nll(model(**model_inputs(batch)).logits, batch["labels"], reduction="sum")
         out.update(zip(uids, nll.tolist()))
     model.train(was_training)

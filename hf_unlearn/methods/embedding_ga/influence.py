@@ -32,7 +32,7 @@ import torch
 from datasets import Dataset
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from hf_unlearn.data import collator_for, load_examples, tokenize_any
+from hf_unlearn.data import load_examples, model_batches
 from hf_unlearn.models import embedding_modules
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import model_inputs
@@ -71,13 +71,9 @@ def only_grad_for(model: Any, params: Sequence[torch.nn.Parameter]) -> Iterator[
 
 
 def _batches(model: Any, tok: Any, ds: Dataset, batch_size: int, max_length: int, template: str):
-    tokenized = tokenize_any(ds, tok, max_length=max_length, template=template)
-    collate = collator_for(tok)
-    device = next(model.parameters()).device
-    for start in range(0, len(tokenized), batch_size):
-        batch = collate([tokenized[i] for i in range(start, min(start + batch_size, len(tokenized)))])
-        batch.pop("uid", None)
-        yield {k: v.to(device) for k, v in batch.items()}
+    """The tensors of :func:`hf_unlearn.data.model_batches` (uids dropped)."""
+    for _, batch in model_batches(model, tok, ds, batch_size=batch_size, max_length=max_length, template=template):
+        yield batch
 
 
 @torch.no_grad()

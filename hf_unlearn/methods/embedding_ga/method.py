@@ -54,6 +54,7 @@ from hf_unlearn.methods.embedding_ga.influence import (
 from hf_unlearn.methods.embedding_ga.recorder import MODEL_ATTR, EmbeddingGradientStore, MissingRecordingError
 from hf_unlearn.models import decoder_layers, embedding_modules, unwrap
 from hf_unlearn.registry import Paper
+from hf_unlearn.training import losses
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import model_inputs
 
@@ -120,12 +121,7 @@ def mean_nll(
     model: Any, tokenizer: Any, ds: Dataset, *, batch_size: int = 16, max_length: int = 128, template: str = "plain"
 ) -> float:
     """Mean over examples of the per-example token-mean NLL of the label tokens (model in its current mode)."""
-    total, n = 0.0, 0
-    for batch in _batches(model, tokenizer, ds, batch_size, max_length, template):
-        nll = sequence_nll(model(**model_inputs(batch)).logits, batch["labels"])  # [B]
-        total += float(nll.sum())
-        n += nll.shape[0]
-    return total / max(n, 1)
+    return losses.mean_nll(model, _batches(model, tokenizer, ds, batch_size, max_length, template), per="example")
 
 
 def untie_embeddings(model: Any) -> bool:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import TrainerCallback
@@ -189,7 +190,7 @@ class EmbeddingGradientRecorder(TrainerCallback):
         if uids is None:
             raise ValueError("EmbeddingGradientRecorder needs uid-carrying batches: train with hf_unlearn.finetune")
         t0 = time.perf_counter()
-        model = getattr(model, "module", model)  # under DDP the Trainer hands the DistributedDataParallel wrapper
+        model = extract_model_from_parallel(model)  # under DDP the Trainer hands the DistributedDataParallel wrapper
         mods = embedding_modules(model)
         cap = self._captured = {}
 

@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.models import decoder_layers
 from hf_unlearn.registry import Paper
-from hf_unlearn.training.engine import _unwrap_for_adapter, run_unlearning
+from hf_unlearn.training.engine import run_unlearning
 from hf_unlearn.training.lora import is_peft_model, make_lora_config
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
 
@@ -264,7 +265,7 @@ class RMUTrainer(UnlearnTrainer):
     @torch.no_grad()
     def frozen_activations(self, batch: dict[str, Any]) -> torch.Tensor:
         """The steered block's output under the model before unlearning (adapter disabled or original tensors)."""
-        target = _unwrap_for_adapter(self.model)
+        target = extract_model_from_parallel(self.model)
         was_training = target.training
         target.eval()
         try:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from transformers import TrainerCallback
 
 from hf_unlearn.methods.rum.scores import LEARNING_EVENTS, MEMORIZATION_SIGN, ScoreResult, sequence_event_stats
@@ -56,7 +57,7 @@ class LearningEventRecorder(TrainerCallback):
     def on_batch_begin(self, trainer: Any, model: Any, inputs: dict[str, Any], uids: list[str] | None) -> None:
         if uids is None:
             return
-        head = unwrap(getattr(model, "module", model)).get_output_embeddings()
+        head = unwrap(extract_model_from_parallel(model)).get_output_embeddings()
         if head is None:
             raise TypeError(f"{type(model).__name__} has no output embedding (lm_head) to hook")
 

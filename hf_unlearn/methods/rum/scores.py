@@ -45,9 +45,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hf_unlearn.data import collator_for, load_examples, tokenize_any
+from hf_unlearn.data import collator_for, load_examples, model_batches, tokenize_any
 from hf_unlearn.data.loading import UID
-from hf_unlearn.data.tokenization import IGNORE_INDEX
+from hf_unlearn.training.losses import token_distributions
 from hf_unlearn.training.trainer import model_inputs
 
 #: sign turning each raw statistic into "higher = more memorized".
@@ -110,11 +110,7 @@ def sequence_event_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str
         ``neg_entropy`` (sum_v p_v log p_v), ``accuracy`` (argmax == target) and ``loss`` (mean NLL), all RAW
         (confidence-like: higher = better learned). Sequences without an answer token get NaN.
     """
-    logp = F.log_softmax(logits[:, :-1, :].float(), dim=-1)  # [B, T-1, V]
-    tgt = labels[:, 1:]  # [B, T-1]
-    mask = tgt.ne(IGNORE_INDEX)
-    safe = tgt.masked_fill(~mask, 0)
-    tok_lp = logp.gather(-1, safe[..., None])[..., 0]  # [B, T-1]
+    logp, tok_lp, safe, mask = token_distributions(logits, labels)  # [B, T-1, V], then [B, T-1] each
     p = logp.exp()
     per_tok = {
         "confidence": tok_lp.exp(),
@@ -132,13 +128,7 @@ def _iter_batches(
     model: Any, tokenizer: Any, dataset: Any, *, max_length: int, template: str, batch_size: int
 ) -> Iterator[tuple[list[str], dict[str, torch.Tensor]]]:
     ds = load_examples(dataset)
-    tok = tokenize_any(ds, tokenizer, max_length=max_length, template=template)
-    coll = collator_for(tokenizer)
-    device = next(model.parameters()).device
-    for start in range(0, len(tok), batch_size):
-        batch = coll([tok[i] for i in range(start, min(len(tok), start + batch_size))])
-        uids = batch.pop(UID)
-        yield uids, {k: v.to(device) for k, v in batch.items()}
+    yield from model_batches(model, tokenizer, ds, batch_size=batch_size, max_length=max_length, template=template)
 
 
 @torch.no_grad()
@@ -171,10 +161,7 @@ def sequence_stats(
                 out.setdefault(k, []).append(v.cpu().double().numpy())
             out["uids"] += uids
             if token_logprobs:
-                logp = F.log_softmax(logits[:, :-1].float(), -1)
-                tgt = batch["labels"][:, 1:]
-                m = tgt.ne(IGNORE_INDEX)
-                lp = logp.gather(-1, tgt.masked_fill(~m, 0)[..., None])[..., 0]
+                _, lp, _, m = token_distributions(logits, batch["labels"])
                 ragged += [lp[i][m[i]].cpu().double().numpy() for i in range(lp.shape[0])]
     finally:
         model.train(was_training)
@@ -252,10 +239,9 @@ def symmetric_kl_per_sequence(logits_a: torch.Tensor, logits_b: torch.Tensor, la
     Returns:
         ``[B]`` float tensor.
     """
-    la = F.log_softmax(logits_a[:, :-1].float(), -1)
+    la, _, _, mask = token_distributions(logits_a, labels)  # [B, T-1, V]; mask [B, T-1]
     lb = F.log_softmax(logits_b[:, :-1].float(), -1)
     sym = ((la.exp() - lb.exp()) * (la - lb)).sum(-1)  # KL(a||b) + KL(b||a), [B, T-1]
-    mask = labels[:, 1:].ne(IGNORE_INDEX)
     return (sym * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
-from hf_unlearn.data.tokenization import IGNORE_INDEX
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.methods.grad_diff.method import retain_term
 from hf_unlearn.registry import Paper
 from hf_unlearn.training.engine import ReferenceModel, run_unlearning
+from hf_unlearn.training.losses import token_distributions
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
 
 
@@ -65,10 +65,8 @@ def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Te
         >>> bool(torch.isclose(undial_loss(z, z, labels, gamma=1.0), expected))
         True
     """
-    student = F.log_softmax(logits[:, :-1, :].float(), dim=-1)  # [B, T-1, V]
-    shift_labels = labels[:, 1:]  # [B, T-1]
-    mask = shift_labels.ne(IGNORE_INDEX)
-    onehot = F.one_hot(shift_labels.masked_fill(~mask, 0), num_classes=student.shape[-1]).to(student.dtype)
+    student, _, targets, mask = token_distributions(logits, labels)  # [B, T-1, V]; [B, T-1] each
+    onehot = F.one_hot(targets, num_classes=student.shape[-1]).to(student.dtype)
     teacher = F.softmax(ref_logits[:, :-1, :].float() - gamma * onehot, dim=-1).detach()  # [B, T-1, V]
     ce = -(teacher * student).sum(-1)  # [B, T-1]
     return (ce * mask).sum() / mask.sum().clamp(min=1)
