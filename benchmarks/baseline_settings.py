@@ -1,8 +1,8 @@
 """Try post-hoc method settings on one benchmark setting: prints forget / retain / holdout answer NLL per run.
 
 Used to choose the tiny-CPU benchmark defaults of the OpenUnlearning baselines (``simnpo``, ``idk_dpo``, ``rmu``,
-``undial``, ``wga``) in ``hf_unlearn/pipeline.py``: settings that move the forget set toward the gold (retrained)
-model without collapsing the retain set. One seed (the setting's).
+``undial``, ``wga``; each class's ``benchmark_defaults``): settings that move the forget set toward the gold
+(retrained) model without collapsing the retain set. One seed (the setting's).
 
     python benchmarks/baseline_settings.py --setting test --runs '[
         ["rmu", {"num_epochs": 10, "learning_rate": 1e-2, "batch_size": 8, "alpha": 1200}],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -58,16 +57,14 @@ _DISPATCH_ARGS = ("model", "tokenizer", "forget", "retain", "method", "config", 
 
 
 def method_arguments(method: str) -> list[str]:
-    """Names of the extra keyword arguments ``method``'s ``unlearn`` takes (e.g. ``base_model`` for ``retrain``).
+    """Names of the extra keyword arguments ``method``'s ``unlearn`` takes (e.g. ``base_model`` for ``retrain``),
+    as the method class declares them (``unlearn_arguments``).
 
     Example:
         >>> method_arguments("retrain")
         ['base_model', 'model_init']
     """
-    sig = inspect.signature(get_method(method).method_cls.unlearn)
-    skip = {"self", "model", "tokenizer", "forget", "retain"}
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [n for n, p in sig.parameters.items() if n not in skip and p.kind in kinds]
+    return list(get_method(method).unlearn_arguments)
 
 
 def check_options(method: str, kwargs: dict[str, Any]) -> None:
@@ -165,7 +162,7 @@ def unlearn(
         raise ValueError("pass tokenizer= (the model's tokenizer) to unlearn a model object")
     if not inplace:
         model = copy.deepcopy(model)
-    if _is_uid_list(forget) and train_dataset is None and spec.method_cls.uids_only:
+    if _is_uid_list(forget) and train_dataset is None and spec.uids_only:
         forget_ds = load_examples({UID: [str(u) for u in forget]})
     else:
         forget_ds = _resolve("forget", forget, train_dataset, forget_split)
@@ -195,10 +192,10 @@ def unlearn(
                     "empty once they are removed; pass a retain set of examples to keep"
                 )
             retain_ds = None
-    if spec.method_cls.needs_retain and retain_ds is None:
+    if spec.needs_retain and retain_ds is None:
         raise ValueError(f"method {method!r} needs a retain set: pass retain= or train_dataset=")
     impl = spec.method_cls(cfg)
-    params = inspect.signature(impl.unlearn).parameters
+    params = spec.unlearn_arguments
     if train_dataset is not None and "train_dataset" in params:
         method_kwargs.setdefault("train_dataset", resolve_examples(train_dataset))  # e.g. SSD's I_D over D, in order
     guarded = isinstance(model, torch.nn.Module) and spec.method_cls.changes_weights

@@ -27,7 +27,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hf_unlearn.model_card import PAPERS, TEMPLATE_DIR, _fmt, _label, library_versions, summarize_evaluation
+from hf_unlearn.model_card import TEMPLATE_DIR, _fmt, _label, library_versions, summarize_evaluation
+from hf_unlearn.utils.serialization import numbers_only as _numbers_only
 
 CERTIFICATE_VERSION = 1
 CERTIFICATE_TEMPLATE = TEMPLATE_DIR / "certificate.md"
@@ -78,25 +79,13 @@ def _method_info(method: str) -> tuple[bool, str | None]:
 
         spec = get_method(method)
         return spec.exact, spec.paper
-    except ValueError:
-        p = PAPERS.get(method, {})
-        return False, (f"{p['title']} (arXiv {p['arxiv']})" if p.get("title") else None)
+    except ValueError:  # not registered (a method of another installation): no claim
+        return False, None
 
 
 def _digest(cert: dict[str, Any]) -> str:
     body = {k: v for k, v in cert.items() if k != "certificate_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _numbers_only(obj: Any) -> Any:
-    """Keep the structure of ``changes`` but drop free text longer than an identifier (adapter names stay)."""
-    if isinstance(obj, dict):
-        return {str(k): _numbers_only(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_numbers_only(v) for v in obj]
-    if isinstance(obj, str) and (len(obj) > 64 or " " in obj):
-        return "<text omitted>"
-    return obj
 
 
 def make_certificate(

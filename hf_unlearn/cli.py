@@ -126,7 +126,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hf_unlearn.pipeline import SETTINGS, markdown_table, run_protocol
+    from hf_unlearn.protocol import SETTINGS, markdown_table, run_protocol
 
     if args.setting not in SETTINGS:
         raise SystemExit(f"unknown setting {args.setting!r}; choose from {sorted(SETTINGS)}")
@@ -161,8 +161,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     _check_output_dir(args.output_dir)
     if args.model.startswith("tiny-"):
+        from hf_unlearn.benchmarks.corpus import qa_corpus
         from hf_unlearn.data import load_examples
-        from hf_unlearn.pipeline import qa_corpus
 
         data = load_examples(args.data, split=args.split)
         model, tok = tiny_causal_lm(args.model.split("-", 1)[1], texts=qa_corpus(data))

@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_unlearn.utils.serialization import jsonable as _jsonable  # noqa: F401 (old name, kept importable)
+
 
 def check_range(
     name: str, value: Any, lo: float | None = None, hi: float | None = None, *, lo_open=False, hi_open=False
@@ -246,17 +248,3 @@ def check_training_args(values: dict[str, Any] | None) -> None:
     own = sorted(set(values) & set(OWN_TRAINING_ARGS))
     if own:
         raise ValueError(f"training_args may not set {own}: set them through the config's own fields")
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (set, frozenset)):
-        return sorted(_jsonable(x) for x in v)
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if hasattr(v, "value") and hasattr(v, "name") and not isinstance(v, (str, int, float)):  # Enum
-        return v.value
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return repr(v)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from hf_unlearn.utils.atomic import atomic_folder
+from hf_unlearn.utils.atomic import atomic_folder, atomic_write_text
 from hf_unlearn.utils.hashing import folder_weights_hash, uids_digest, weights_hash
 
 META_FILE = "hf_unlearn.json"
@@ -60,7 +60,9 @@ def _is_peft(model: Any) -> bool:
 
 
 def _is_s3t(model: Any) -> bool:
-    return type(model).__name__ == "S3TModel" and hasattr(model, "export_active_adapter")
+    """A model that serves LoRA adapters over a base and exports the served one (an S3T ensemble): it declares
+    ``export_active_adapter`` and ``peft_model`` (duck typing, so this module needs no method import)."""
+    return callable(getattr(model, "export_active_adapter", None)) and hasattr(model, "peft_model")
 
 
 def model_weights_hash(model: Any) -> str:
@@ -117,9 +119,9 @@ def _write_model(model: Any, folder: Path, merge: bool, shard: int | None) -> tu
 
 def unlearned_metadata(result: Any, save_format: str, **extra: Any) -> dict[str, Any]:
     """The ``hf_unlearn.json`` content of a result (JSON-able, numbers and ids only)."""
-    from hf_unlearn.certificate import _numbers_only
-    from hf_unlearn.config import _jsonable
     from hf_unlearn.model_card import library_versions, summarize_evaluation
+    from hf_unlearn.utils.serialization import jsonable as _jsonable
+    from hf_unlearn.utils.serialization import numbers_only as _numbers_only
 
     metrics = dict(result.metrics or {})
     gold = metrics.pop("gold", None)
@@ -430,9 +432,9 @@ def record_s3t_base(folder: str | os.PathLike, base_model: Any) -> str:
     """
     fp = s3t_base_fingerprint(base_model)
     side = Path(folder) / S3T_BASE_FILE
-    tmp = side.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"base_fingerprint": fp, "algorithm": "hf_unlearn.hub.s3t_base_fingerprint"}) + "\n")
-    os.replace(tmp, side)
+    atomic_write_text(
+        side, json.dumps({"base_fingerprint": fp, "algorithm": "hf_unlearn.hub.s3t_base_fingerprint"}) + "\n"
+    )
     return fp
 
 

@@ -165,7 +165,7 @@ def _now() -> str:
 def _dumps(value: Any) -> str | None:
     if value is None:
         return None
-    from hf_unlearn.config import _jsonable
+    from hf_unlearn.utils.serialization import jsonable as _jsonable
 
     return json.dumps(_jsonable(value), sort_keys=True)
 
@@ -537,7 +537,7 @@ class Ledger:
         Returns:
             The number of uid rows removed.
         """
-        from hf_unlearn.certificate import _numbers_only
+        from hf_unlearn.utils.serialization import numbers_only as _numbers_only
 
         with self._transaction() as cur:
             if request_id is not None:
@@ -595,7 +595,7 @@ class Ledger:
         self, seq: int, details: dict[str, Any] | None, hash_after: str | None = None, error: str | None = None
     ) -> None:
         """Record the end of a follow-up (``details``: numbers and names only; ``error`` when it failed)."""
-        from hf_unlearn.certificate import _numbers_only
+        from hf_unlearn.utils.serialization import numbers_only as _numbers_only
 
         with self._transaction() as cur:
             row = cur.execute("SELECT request_id, kind FROM followups WHERE seq=?", (seq,)).fetchone()
@@ -980,11 +980,11 @@ def apply_unlearning(
         a model other than the one loaded (applying would discard it).
     """
     from hf_unlearn.api import unlearn
-    from hf_unlearn.certificate import _numbers_only
-    from hf_unlearn.config import _jsonable
     from hf_unlearn.hub import is_s3t_folder, model_weights_hash, saved_model_hash, write_unlearned
     from hf_unlearn.models import load_model
     from hf_unlearn.utils.atomic import recover_folder
+    from hf_unlearn.utils.serialization import jsonable as _jsonable
+    from hf_unlearn.utils.serialization import numbers_only as _numbers_only
 
     req = ledger.get(request_id)
     if _looks_local(model):

@@ -24,167 +24,6 @@ from typing import Any
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MODEL_CARD_TEMPLATE = TEMPLATE_DIR / "model_card.md"
 
-# The five papers hf_unlearn implements, and the baselines. "description" is the card's method paragraph.
-PAPERS: dict[str, dict[str, Any]] = {
-    "s3t": {
-        "title": "Towards Scalable Exact Machine Unlearning Using Parameter-Efficient Fine-Tuning",
-        "authors": "Somnath Basu Roy Chowdhury and Krzysztof Choromanski and Arijit Sehanobish and Avinava Dubey "
-        "and Snigdha Chaturvedi",
-        "arxiv": "2406.16257",
-        "year": 2024,
-        "venue": "ICLR 2025",
-        "description": "S3T (Sequence-aware Sharded Sliced Training) trains LoRA adapters stage by stage so that each "
-        "data slice only influences a known set of adapters; a deletion deactivates the adapters trained on the "
-        "deleted examples. The served model equals a model trained without them (exact unlearning).",
-    },
-    "ssd": {
-        "title": "Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening",
-        "authors": "Jack Foster and Stefan Schoepf and Alexandra Brintrup",
-        "arxiv": "2308.07707",
-        "year": 2023,
-        "venue": "AAAI 2024",
-        "description": "Selective Synaptic Dampening compares each parameter's importance (mean squared gradient) on "
-        "the forget set with its importance on the whole training data, and shrinks the parameters that matter "
-        "disproportionately to the forget set. Retrain-free and approximate.",
-    },
-    "embedding_ga": {
-        "title": "A More Practical Approach to Machine Unlearning",
-        "authors": "David Zagardo",
-        "arxiv": "2406.09391",
-        "year": 2024,
-        "venue": "arXiv",
-        "description": "Gradient ascent on the embedding layer with the forget examples' gradients recorded during "
-        "the first training epoch, calibrated to stop when the forget set looks like unseen data. Approximate; "
-        "hf_unlearn's version is a reconstruction from the paper's abstract.",
-    },
-    "partial_amnesiac": {
-        "title": "Efficient Knowledge Deletion from Trained Models through Layer-wise Partial Machine Unlearning",
-        "authors": "Vinay Chakravarthi Gogineni and Esmaeil S. Nadimi",
-        "arxiv": "2403.07611",
-        "year": 2024,
-        "venue": "arXiv",
-        "description": "Partial amnesiac unlearning: the parameter updates of every training batch are pruned "
-        "layer-wise and stored; unlearning subtracts the stored updates of the batches that contained forget "
-        "examples. Approximate; reconstructed from the paper's abstract.",
-    },
-    "partial_label_flip": {
-        "title": "Efficient Knowledge Deletion from Trained Models through Layer-wise Partial Machine Unlearning",
-        "authors": "Vinay Chakravarthi Gogineni and Esmaeil S. Nadimi",
-        "arxiv": "2403.07611",
-        "year": 2024,
-        "venue": "arXiv",
-        "description": "Label-flipping unlearning with layer-wise partial updates: training on the forget set with "
-        "wrong targets, updating only the largest-gradient fraction of each tensor. Approximate; reconstructed from "
-        "the paper's abstract.",
-    },
-    "partial_grad_ascent": {
-        "title": "Efficient Knowledge Deletion from Trained Models through Layer-wise Partial Machine Unlearning",
-        "authors": "Vinay Chakravarthi Gogineni and Esmaeil S. Nadimi",
-        "arxiv": "2403.07611",
-        "year": 2024,
-        "venue": "arXiv",
-        "description": "Optimization-based unlearning with layer-wise partial updates: gradient ascent on the forget "
-        "set, updating only the largest-gradient fraction of each tensor. Approximate; reconstructed from the paper's "
-        "abstract.",
-    },
-    "rum": {
-        "title": "Scalability of memorization-based machine unlearning",
-        "authors": "Kairan Zhao and Peter Triantafillou",
-        "arxiv": "2410.16516",
-        "year": 2024,
-        "venue": "arXiv",
-        "description": "RUM (refine, then meta-unlearn) with memorization proxies: forget examples are scored by how "
-        "memorized they are (cheap proxies recorded during training), split into groups, and unlearned group by "
-        "group, each with its own algorithm and hyper-parameters. Approximate.",
-    },
-    "npo": {
-        "title": "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
-        "authors": "Ruiqi Zhang and Licong Lin and Yu Bai and Song Mei",
-        "arxiv": "2404.05868",
-        "year": 2024,
-        "venue": "COLM 2024",
-        "description": "Negative Preference Optimization: a bounded, preference-style loss that lowers the likelihood "
-        "of the forget set relative to the original model. Approximate baseline.",
-    },
-    "grad_ascent": {
-        "title": "Knowledge Unlearning for Mitigating Privacy Risks in Language Models",
-        "authors": "Joel Jang and Dongkeun Yoon and Sohee Yang and Sungmin Cha and Moontae Lee and Lajanugen "
-        "Logeswaran and Minjoon Seo",
-        "arxiv": "2210.01504",
-        "year": 2022,
-        "venue": "ACL 2023",
-        "description": "Gradient ascent on the forget set (the language-modelling loss is maximised). Approximate "
-        "baseline.",
-    },
-    "grad_diff": {
-        "title": "TOFU: A Task of Fictitious Unlearning for LLMs",
-        "authors": "Pratyush Maini and Zhili Feng and Avi Schwarzschild and Zachary C. Lipton and J. Zico Kolter",
-        "arxiv": "2401.06121",
-        "year": 2024,
-        "venue": "COLM 2024",
-        "description": "Gradient difference: gradient ascent on the forget set plus gradient descent on the retain "
-        "set (as in the TOFU baselines; after Liu et al., Continual Learning and Private Unlearning). Approximate "
-        "baseline.",
-    },
-    "simnpo": {
-        "title": "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
-        "authors": "Chongyu Fan and Jiancheng Liu and Licong Lin and Jinghan Jia and Ruiqi Zhang and Song Mei and "
-        "Sijia Liu",
-        "arxiv": "2410.07163",
-        "year": 2024,
-        "venue": "arXiv",
-        "description": "SimNPO: a reference-free, length-normalised version of Negative Preference Optimization "
-        "with a reward margin, plus a retain-set NLL term. Approximate baseline.",
-    },
-    "idk_dpo": {
-        "title": "Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
-        "authors": "Rafael Rafailov and Archit Sharma and Eric Mitchell and Stefano Ermon and Christopher D. Manning "
-        "and Chelsea Finn",
-        "arxiv": "2305.18290",
-        "year": 2023,
-        "venue": "NeurIPS 2023",
-        "description": "IdkDPO: Direct Preference Optimization with a refusal (an 'I don't know' answer) as the "
-        "preferred answer and the forget answer as the rejected one, plus a retain-set NLL term (the TOFU / "
-        "OpenUnlearning DPO baseline). Approximate baseline.",
-    },
-    "rmu": {
-        "title": "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning",
-        "authors": "Nathaniel Li and Alexander Pan and Anjali Gopal and Summer Yue and Daniel Berrios and others",
-        "arxiv": "2403.03218",
-        "year": 2024,
-        "venue": "ICML 2024",
-        "description": "RMU (Representation Misdirection for Unlearning): the MLPs of a few middle blocks are "
-        "trained so that the activations of one block on the forget set point toward a scaled random vector, while "
-        "on the retain set they stay close to the original model's. Approximate baseline.",
-    },
-    "undial": {
-        "title": "UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in Large Language Models",
-        "authors": "Yijiang River Dong and Hongzhou Lin and Mikhail Belkin and Ramon Huerta and Ivan Vulic",
-        "arxiv": "2402.10052",
-        "year": 2024,
-        "venue": "NAACL 2025",
-        "description": "UNDIAL: self-distillation on the forget set toward the original model's next-token "
-        "distribution with the memorised token's logit lowered by a fixed amount; a minimisation with a fixed "
-        "target, so training stays stable. Approximate baseline.",
-    },
-    "wga": {
-        "title": "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond",
-        "authors": "Qizhou Wang and Jin Peng Zhou and Zhanke Zhou and Saebyeol Shin and Bo Han and Kilian Q. "
-        "Weinberger",
-        "arxiv": "2502.19301",
-        "year": 2025,
-        "venue": "ICLR 2025",
-        "description": "Weighted gradient ascent: gradient ascent on the forget set with each token weighted by its "
-        "current probability to a power beta (no gradient through the weight), which slows the ascent down on "
-        "tokens already forgotten; plus a retain-set NLL term. Approximate baseline.",
-    },
-    "retrain": {
-        "title": None,
-        "description": "Retraining from scratch on the training data minus the forget set, with the same recipe: the "
-        "exact gold standard every other method is compared against.",
-    },
-}
-
 VERSION_PACKAGES = ("hf_unlearn", "torch", "transformers", "peft", "accelerate", "datasets", "huggingface_hub")
 
 # evaluate_unlearning keys shown in cards and certificates, with their labels (higher/lower-is-better hints)
@@ -209,27 +48,38 @@ def library_versions(packages: tuple[str, ...] = VERSION_PACKAGES) -> dict[str, 
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             if name == "hf_unlearn":
-                import hf_unlearn
+                from hf_unlearn._version import __version__
 
-                out[name] = getattr(hf_unlearn, "__version__", "unknown")
+                out[name] = __version__
             else:
                 out[name] = "not installed"
     return out
 
 
+def _registered(method: str) -> Any:
+    """The registry's spec of ``method`` (its class carries the paper and the card's description), else None."""
+    from hf_unlearn.registry import get_method
+
+    try:
+        return get_method(method)
+    except ValueError:
+        return None
+
+
 def citation(method: str) -> str | None:
     """A BibTeX entry for the method's paper (None for ``retrain`` and unknown methods)."""
-    p = PAPERS.get(method)
-    if not p or not p.get("title"):
+    spec = _registered(method)
+    p = spec.reference if spec is not None else None
+    if p is None or not p.title:
         return None
-    first = p["authors"].split(" and ")[0].split()[-1].lower()
+    first = p.authors.split(" and ")[0].split()[-1].lower()
     return (
-        f"@article{{{first}{p['year']}_{method},\n"
-        f"  title   = {{{p['title']}}},\n"
-        f"  author  = {{{p['authors']}}},\n"
-        f"  journal = {{arXiv preprint arXiv:{p['arxiv']}}},\n"
-        f"  year    = {{{p['year']}}},\n"
-        f"  note    = {{{p['venue']}}}\n"
+        f"@article{{{first}{p.year}_{method},\n"
+        f"  title   = {{{p.title}}},\n"
+        f"  author  = {{{p.authors}}},\n"
+        f"  journal = {{arXiv preprint arXiv:{p.arxiv}}},\n"
+        f"  year    = {{{p.year}}},\n"
+        f"  note    = {{{p.venue}}}\n"
         "}"
     )
 
@@ -359,18 +209,12 @@ def render_model_card(
 
     if save_format not in ("peft_adapter", "full"):
         raise ValueError(f"save_format must be 'peft_adapter' or 'full', got {save_format!r}")
-    exact = False
-    paper_attr = None
-    try:
-        from hf_unlearn.registry import get_method
-
-        spec = get_method(method)
-        exact, paper_attr = spec.exact, spec.paper
-    except ValueError:
-        pass
-    info = PAPERS.get(method, {})
+    spec = _registered(method)
+    exact, paper_attr = (spec.exact, spec.paper) if spec is not None else (False, None)
+    ref = spec.reference if spec is not None else None
+    description = spec.description if spec is not None else None
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
-    from hf_unlearn.config import _jsonable
+    from hf_unlearn.utils.serialization import jsonable as _jsonable
 
     cfg_json = json.dumps(_jsonable(cfg), indent=2, sort_keys=True)
     adapter = save_format == "peft_adapter"
@@ -402,10 +246,8 @@ def render_model_card(
             f'tokenizer = AutoTokenizer.from_pretrained("{where}")'
         )
     vers = versions if versions is not None else library_versions()
-    if info.get("title"):
-        paper_line = (
-            f"{info['title']} ({info['venue']}, [arXiv {info['arxiv']}](https://arxiv.org/abs/{info['arxiv']}))"
-        )
+    if ref is not None and ref.title:
+        paper_line = f"{ref.title} ({ref.venue}, [arXiv {ref.arxiv}](https://arxiv.org/abs/{ref.arxiv}))"
     else:
         paper_line = paper_attr or ""
     return ModelCard.from_template(
@@ -425,7 +267,7 @@ def render_model_card(
         n_forget=n_forget,
         forget_digest=forget_digest,
         timings=", ".join(f"{k} {v:.2f}s" for k, v in sorted((timings or {}).items()) if _is_number(v)),
-        method_description=info.get("description") or paper_attr or f"The `{method}` method.",
+        method_description=description or paper_attr or f"The `{method}` method.",
         citation=citation(method),
         paper_line=paper_line,
         config_json=cfg_json,

@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from hf_unlearn.config import UnlearnConfig, _jsonable
+from hf_unlearn.config import UnlearnConfig
+from hf_unlearn.utils.serialization import jsonable as _jsonable
 
 
 @dataclass

@@ -276,10 +276,10 @@ def test_two_process_run_stops_every_rank_at_the_same_step(tmp_path):
 def test_harness_passes_the_holdout_and_runs_an_uncalibrated_variant(monkeypatch):
     from types import SimpleNamespace
 
-    from hf_unlearn import pipeline
+    from hf_unlearn import api, pipeline
 
     calls = []
-    monkeypatch.setattr(hf_unlearn, "unlearn", lambda *a, **kw: calls.append((a, kw)) or SimpleNamespace(details={}))
+    monkeypatch.setattr(api, "unlearn", lambda *a, **kw: calls.append((a, kw)) or SimpleNamespace(details={}))
     bench = {"forget10": "F", "retain90": "R", "holdout10": "H"}
     setting = pipeline.Setting("x", method_overrides={"npo": {"beta": 0.2}})
     ctx = pipeline.Context(setting=setting, bench=bench, tokenizer="tok", base_model=None, target="model")

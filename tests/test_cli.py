@@ -158,7 +158,7 @@ def test_demo_table_shows_the_gold_model_once():
 def test_demo_prints_the_gold_model_once(monkeypatch, capsys):
     import types
 
-    import hf_unlearn.pipeline as pipeline
+    import hf_unlearn.protocol as protocol
 
     gold_model = object()
     nll = {"forget_nll": 3.0, "retain_nll": 2.0, "holdout_nll": 3.1, "unlearn_seconds": 17.0}
@@ -173,7 +173,7 @@ def test_demo_prints_the_gold_model_once(monkeypatch, capsys):
             "total_seconds": 1.0,
         }
 
-    monkeypatch.setattr(pipeline, "run_protocol", fake_run_protocol)
+    monkeypatch.setattr(protocol, "run_protocol", fake_run_protocol)
     assert main(["demo", "--setting", "test", "--threads", "0"]) == 0
     out = capsys.readouterr().out
     assert out.count("| gold (retrain) |") == 1 and "| retrain |" not in out  # NLL table

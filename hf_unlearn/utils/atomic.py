@@ -1,4 +1,5 @@
-"""Atomic folder writes: a reader (or a restart after a crash) sees the old folder or the new one, never a mix.
+"""Atomic writes of folders and files: a reader (or a restart after a crash) sees the old version or the new one,
+never a mix (files: :func:`atomic_write`, one rename).
 
 The new content is written into a temporary folder beside the target (same filesystem), every file is fsynced,
 then the folders are swapped with renames. The old folder is kept (as ``<target>.old-*``) until the new one is in
@@ -132,3 +133,51 @@ def atomic_save(target: str | os.PathLike, write_fn: Callable[[Path], None]) -> 
     with atomic_folder(target) as tmp:
         write_fn(tmp)
     return Path(target)
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], None], unique: bool = False) -> Path:
+    """Write one file atomically: ``write_fn(tmp_path)`` writes a temporary file beside ``path``, which then
+    replaces ``path`` in one rename (a reader sees the old file or the new one, never half of one).
+
+    Args:
+        path: the file to (re)write; its folder must exist.
+        write_fn: writes the content to the path it is given.
+        unique: a uniquely named temporary file (``mkstemp``: several processes may write the same file at once;
+            it is created with mode 0600), else ``<name>.tmp``.
+
+    Returns:
+        ``path``. On an exception the temporary file is removed and ``path`` is left untouched.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "meta.json"
+        >>> _ = atomic_write(p, lambda tmp: tmp.write_text("{}"))
+        >>> p.read_text(), sorted(x.name for x in p.parent.iterdir())
+        ('{}', ['meta.json'])
+    """
+    path = Path(path)
+    if unique:
+        fd, name = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+    else:
+        tmp = path.with_name(path.name + ".tmp")
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, unique: bool = False) -> Path:
+    """:func:`atomic_write` of a text file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = atomic_write_text(pathlib.Path(tempfile.mkdtemp()) / "a.txt", "hello")
+        >>> p.read_text()
+        'hello'
+    """
+    return atomic_write(path, lambda tmp: tmp.write_text(text), unique=unique)

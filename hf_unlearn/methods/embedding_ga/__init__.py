@@ -14,7 +14,7 @@ from hf_unlearn.methods.embedding_ga.recorder import (
 )
 from hf_unlearn.registry import register_method
 
-register_method("embedding_ga", EmbeddingGAConfig, EmbeddingGA)
+register_method(EmbeddingGA)
 
 __all__ = [
     "EmbeddingGA",

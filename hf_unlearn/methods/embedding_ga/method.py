@@ -53,6 +53,7 @@ from hf_unlearn.methods.embedding_ga.influence import (
 )
 from hf_unlearn.methods.embedding_ga.recorder import MODEL_ATTR, EmbeddingGradientStore, MissingRecordingError
 from hf_unlearn.models import decoder_layers, embedding_modules, unwrap
+from hf_unlearn.registry import Paper
 from hf_unlearn.training import losses
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import model_inputs
@@ -158,12 +159,41 @@ def resolve_store(model: Any, config: EmbeddingGAConfig, recording: Any = None) 
 # ----------------------------------------------------------------------------------------------- method
 class EmbeddingGA(UnlearningMethod):
     name = "embedding_ga"
+    config_cls = EmbeddingGAConfig
+    reference = Paper(
+        title="A More Practical Approach to Machine Unlearning",
+        authors="David Zagardo",
+        arxiv="2406.09391",
+        year=2024,
+        venue="arXiv",
+    )
+    description = (
+        "Gradient ascent on the embedding layer with the forget examples' gradients recorded during the first "
+        "training epoch, calibrated to stop when the forget set looks like unseen data. Approximate; hf_unlearn's "
+        "version is a reconstruction from the paper's abstract."
+    )
+    unlearn_arguments = ("holdout", "recording", "request_text")
     paper = (
         "Zagardo, A More Practical Approach to Machine Unlearning (arXiv 2406.09391): first-epoch gradient ascent "
         "on the embedding layer; reconstruction from the abstract"
     )
 
     config: EmbeddingGAConfig
+
+    needs_recording = True
+    benchmark_bf16 = False  # retrain-free: runs fp32
+
+    @classmethod
+    def training_recorders(cls, ctx: Any) -> list[Any]:
+        """First-epoch embedding gradients, recorded while the target trains."""
+        from hf_unlearn.methods.embedding_ga.recorder import EmbeddingGradientRecorder
+
+        return [EmbeddingGradientRecorder(ctx.path("embedding_ga_recording"))]
+
+    @classmethod
+    def benchmark_inputs(cls, ctx: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """The holdout (its target) and the recording made while the target trained."""
+        return {"holdout": ctx.holdout, "recording": str(ctx.recorders["embedding_ga"][0].output_dir)}
 
     def unlearn(
         self,

@@ -3,6 +3,6 @@
 from hf_unlearn.methods.grad_ascent.method import GradAscent, GradAscentConfig, GradAscentTrainer
 from hf_unlearn.registry import register_method
 
-register_method("grad_ascent", GradAscentConfig, GradAscent)
+register_method(GradAscent)
 
 __all__ = ["GradAscent", "GradAscentConfig", "GradAscentTrainer"]

@@ -3,6 +3,6 @@
 from hf_unlearn.methods.grad_diff.method import GradDiff, GradDiffConfig, GradDiffTrainer
 from hf_unlearn.registry import register_method
 
-register_method("grad_diff", GradDiffConfig, GradDiff)
+register_method(GradDiff)
 
 __all__ = ["GradDiff", "GradDiffConfig", "GradDiffTrainer"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
+from hf_unlearn.registry import Paper
 from hf_unlearn.training.engine import ReferenceModel, run_unlearning
 from hf_unlearn.training.losses import kl_to_reference
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
@@ -53,6 +54,19 @@ class GradDiffTrainer(UnlearnTrainer):
 
 class GradDiff(UnlearningMethod):
     name = "grad_diff"
+    config_cls = GradDiffConfig
+    reference = Paper(
+        title="TOFU: A Task of Fictitious Unlearning for LLMs",
+        authors="Pratyush Maini and Zhili Feng and Avi Schwarzschild and Zachary C. Lipton and J. Zico Kolter",
+        arxiv="2401.06121",
+        year=2024,
+        venue="COLM 2024",
+    )
+    description = (
+        "Gradient difference: gradient ascent on the forget set plus gradient descent on the retain set (as in "
+        "the TOFU baselines; after Liu et al., Continual Learning and Private Unlearning). Approximate baseline."
+    )
+    benchmark_defaults = {"num_epochs": 4, "learning_rate": 1e-3, "batch_size": 8}
     needs_retain = True
     paper = "Liu et al., Continual Learning and Private Unlearning (CoLLAs 2022); TOFU (arXiv 2401.06121) baseline"
 

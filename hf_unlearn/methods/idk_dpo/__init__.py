@@ -4,6 +4,6 @@ from hf_unlearn.methods.idk_dpo.method import IdkDPO, IdkDPOConfig, IdkDPOTraine
 from hf_unlearn.methods.idk_dpo.refusals import REFUSALS
 from hf_unlearn.registry import register_method
 
-register_method("idk_dpo", IdkDPOConfig, IdkDPO)
+register_method(IdkDPO)
 
 __all__ = ["REFUSALS", "IdkDPO", "IdkDPOConfig", "IdkDPOTrainer", "dpo_loss", "load_refusals"]

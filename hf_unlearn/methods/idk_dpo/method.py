@@ -34,6 +34,7 @@ from hf_unlearn.data import UID, collator_for, encode_qa, tokenize_any
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.methods.grad_diff.method import retain_term
 from hf_unlearn.methods.idk_dpo.refusals import REFUSALS
+from hf_unlearn.registry import Paper
 from hf_unlearn.training.engine import ReferenceModel, precompute_sequence_nll, prepare_model, run_unlearning
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
@@ -183,6 +184,23 @@ class IdkDPOTrainer(UnlearnTrainer):
 
 class IdkDPO(UnlearningMethod):
     name = "idk_dpo"
+    config_cls = IdkDPOConfig
+    reference = Paper(
+        title="Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
+        authors=(
+            "Rafael Rafailov and Archit Sharma and Eric Mitchell and Stefano Ermon and Christopher D. Manning and "
+            "Chelsea Finn"
+        ),
+        arxiv="2305.18290",
+        year=2023,
+        venue="NeurIPS 2023",
+    )
+    description = (
+        "IdkDPO: Direct Preference Optimization with a refusal (an 'I don't know' answer) as the preferred answer "
+        "and the forget answer as the rejected one, plus a retain-set NLL term (the TOFU / OpenUnlearning DPO "
+        "baseline). Approximate baseline."
+    )
+    benchmark_defaults = {"num_epochs": 4, "learning_rate": 5e-4, "batch_size": 8}
     paper = (
         "Rafailov et al., Direct Preference Optimization (arXiv 2305.18290), with refusals as in TOFU "
         "(arXiv 2401.06121)"

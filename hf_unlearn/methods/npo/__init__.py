@@ -3,6 +3,6 @@
 from hf_unlearn.methods.npo.method import NPO, NPOConfig, NPOTrainer
 from hf_unlearn.registry import register_method
 
-register_method("npo", NPOConfig, NPO)
+register_method(NPO)
 
 __all__ = ["NPO", "NPOConfig", "NPOTrainer"]

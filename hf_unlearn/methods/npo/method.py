@@ -18,6 +18,7 @@ from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 from hf_unlearn.data import collator_for, encode_examples
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.methods.grad_diff.method import retain_term
+from hf_unlearn.registry import Paper
 from hf_unlearn.training.engine import precompute_sequence_nll, prepare_model, run_unlearning
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
@@ -75,6 +76,19 @@ class NPOTrainer(UnlearnTrainer):
 
 class NPO(UnlearningMethod):
     name = "npo"
+    config_cls = NPOConfig
+    reference = Paper(
+        title="Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+        authors="Ruiqi Zhang and Licong Lin and Yu Bai and Song Mei",
+        arxiv="2404.05868",
+        year=2024,
+        venue="COLM 2024",
+    )
+    description = (
+        "Negative Preference Optimization: a bounded, preference-style loss that lowers the likelihood of the "
+        "forget set relative to the original model. Approximate baseline."
+    )
+    benchmark_defaults = {"num_epochs": 4, "learning_rate": 1e-3, "batch_size": 8}
     paper = "Zhang et al., Negative Preference Optimization (arXiv 2404.05868)"
 
     def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:

@@ -11,14 +11,23 @@ from hf_unlearn.methods.partial.recorder import (
     MissingRecordingError,
     isolate_sensitive,
 )
+from hf_unlearn.registry import Paper
 
 PAPER = (
     "Gogineni & Nadimi, Efficient Knowledge Deletion from Trained Models through Layer-wise Partial Machine "
     "Unlearning (arXiv 2403.07611); reconstructed from the abstract"
 )
+REFERENCE = Paper(
+    title="Efficient Knowledge Deletion from Trained Models through Layer-wise Partial Machine Unlearning",
+    authors="Vinay Chakravarthi Gogineni and Esmaeil S. Nadimi",
+    arxiv="2403.07611",
+    year=2024,
+    venue="arXiv",
+)
 
 __all__ = [
     "PAPER",
+    "REFERENCE",
     "AmnesiacRecorder",
     "AmnesiacRecording",
     "MissingRecordingError",

@@ -47,6 +47,7 @@ from transformers import TrainerCallback
 from hf_unlearn.data import UID, load_examples
 from hf_unlearn.methods.partial.masks import top_fraction_count, topk_flat_indices, trainable_parameters
 from hf_unlearn.models import unwrap
+from hf_unlearn.utils.atomic import atomic_write_text
 from hf_unlearn.utils.background import BackgroundWriter
 
 META_FILE = "meta.json"
@@ -286,9 +287,7 @@ class AmnesiacRecorder(TrainerCallback):
             "entries": self.entries_written,
             "uid_to_steps": self._index,
         }
-        tmp = self.output_dir / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, self.output_dir / META_FILE)
+        atomic_write_text(self.output_dir / META_FILE, json.dumps(meta))
 
     def stats(self) -> dict[str, Any]:
         """Steps recorded, stored bytes/entries, dense-equivalent bytes (fp32) and recording seconds."""

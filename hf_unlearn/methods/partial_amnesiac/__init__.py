@@ -3,11 +3,10 @@
 from hf_unlearn.methods.partial_amnesiac.method import (
     PartialAmnesiac,
     PartialAmnesiacConfig,
-    benchmark_runner,
     resolve_recording,
 )
 from hf_unlearn.registry import register_method
 
-register_method("partial_amnesiac", PartialAmnesiacConfig, PartialAmnesiac)
+register_method(PartialAmnesiac)
 
-__all__ = ["PartialAmnesiac", "PartialAmnesiacConfig", "benchmark_runner", "resolve_recording"]
+__all__ = ["PartialAmnesiac", "PartialAmnesiacConfig", "resolve_recording"]

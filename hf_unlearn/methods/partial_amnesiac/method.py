@@ -21,7 +21,7 @@ import torch
 from hf_unlearn.config import UnlearnConfig, check_choice
 from hf_unlearn.data import UID
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
-from hf_unlearn.methods.partial import PAPER, AmnesiacRecorder, AmnesiacRecording, MissingRecordingError
+from hf_unlearn.methods.partial import PAPER, REFERENCE, AmnesiacRecorder, AmnesiacRecording, MissingRecordingError
 from hf_unlearn.methods.partial.recorder import MODEL_ATTR
 from hf_unlearn.models import unwrap
 
@@ -78,7 +78,37 @@ def resolve_recording(model: Any, recording: Any, recording_dir: str | None) -> 
 
 class PartialAmnesiac(UnlearningMethod):
     name = "partial_amnesiac"
+    config_cls = PartialAmnesiacConfig
+    reference = REFERENCE
+    description = (
+        "Partial amnesiac unlearning: the parameter updates of every training batch are pruned layer-wise and "
+        "stored; unlearning subtracts the stored updates of the batches that contained forget examples. "
+        "Approximate; reconstructed from the paper's abstract."
+    )
+    unlearn_arguments = ("recording",)
     paper = PAPER
+
+    needs_recording = True
+    benchmark_defaults = {"learning_rate": 1e-3, "batch_size": 8}
+    benchmark_bf16 = False  # retrain-free: runs fp32
+
+    @classmethod
+    def training_recorders(cls, ctx: Any) -> list[Any]:
+        """An AmnesiacRecorder while the target trains; ``kappa`` and ``value_dtype`` in the method overrides
+        (recipe ``method_config``) configure it."""
+        import tempfile
+
+        ov = ctx.overrides("partial_amnesiac")
+        root = ctx.workdir or tempfile.mkdtemp(prefix="hf_unlearn_amnesiac_")
+        kw = {k: ov[k] for k in RECORDING_KEYS if k in ov}
+        return [AmnesiacRecorder(f"{root}/amnesiac_recording", **kw)]
+
+    @classmethod
+    def benchmark_inputs(cls, ctx: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """The recording; the recorder's options are not config fields (they configured the recording)."""
+        for k in RECORDING_KEYS:
+            config.pop(k, None)
+        return {"recording": (ctx.recorders.get("partial_amnesiac") or [None])[0]}
 
     def unlearn(
         self, model: Any, tokenizer: Any, forget, retain=None, recording: Any = None, **kwargs: Any
@@ -141,40 +171,3 @@ class PartialAmnesiac(UnlearningMethod):
 
 
 RECORDING_KEYS = ("kappa", "value_dtype")
-
-
-def benchmark_runner() -> Any:
-    """Pipeline / recipe runner: record with an AmnesiacRecorder while the target trains, then subtract.
-
-    ``kappa`` and ``value_dtype`` in the method overrides (recipe ``method_config``) configure the recorder.
-    """
-    import copy
-    import tempfile
-
-    from hf_unlearn.pipeline import MethodRunner
-
-    defaults = {"learning_rate": 1e-3, "batch_size": 8}
-
-    def recorders(ctx: Any) -> list[Any]:
-        ov = ctx.overrides("partial_amnesiac")
-        root = ctx.workdir or tempfile.mkdtemp(prefix="hf_unlearn_amnesiac_")
-        kw = {k: ov[k] for k in RECORDING_KEYS if k in ov}
-        return [AmnesiacRecorder(f"{root}/amnesiac_recording", **kw)]
-
-    def run(ctx: Any) -> Any:
-        import hf_unlearn
-
-        ov = {k: v for k, v in ctx.overrides("partial_amnesiac").items() if k not in RECORDING_KEYS}
-        cfg = {**defaults, "max_length": ctx.setting.max_length, **ov}
-        rec = (ctx.recorders.get("partial_amnesiac") or [None])[0]
-        return hf_unlearn.unlearn(
-            copy.deepcopy(ctx.target),
-            ctx.forget,
-            ctx.retain,
-            method="partial_amnesiac",
-            tokenizer=ctx.tokenizer,
-            recording=rec,
-            **cfg,
-        )
-
-    return MethodRunner(run=run, recorders=recorders, defaults=defaults)

@@ -3,6 +3,6 @@
 from hf_unlearn.methods.partial_grad_ascent.method import PartialGradAscent, PartialGradAscentConfig
 from hf_unlearn.registry import register_method
 
-register_method("partial_grad_ascent", PartialGradAscentConfig, PartialGradAscent)
+register_method(PartialGradAscent)
 
 __all__ = ["PartialGradAscent", "PartialGradAscentConfig"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
-from hf_unlearn.methods.partial import PAPER, PartialUpdateConfig, run_partial
+from hf_unlearn.methods.partial import PAPER, REFERENCE, PartialUpdateConfig, run_partial
 
 
 @dataclass
@@ -21,6 +21,14 @@ class PartialGradAscentConfig(PartialUpdateConfig):
 
 class PartialGradAscent(UnlearningMethod):
     name = "partial_grad_ascent"
+    config_cls = PartialGradAscentConfig
+    reference = REFERENCE
+    description = (
+        "Optimization-based unlearning with layer-wise partial updates: gradient ascent on the forget set, "
+        "updating only the largest-gradient fraction of each tensor. Approximate; reconstructed from the paper's "
+        "abstract."
+    )
+    benchmark_defaults = {"num_epochs": 4, "learning_rate": 1e-3, "batch_size": 8}
     paper = PAPER
 
     def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:

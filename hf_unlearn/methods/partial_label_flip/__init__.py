@@ -8,6 +8,6 @@ from hf_unlearn.methods.partial_label_flip.method import (
 )
 from hf_unlearn.registry import register_method
 
-register_method("partial_label_flip", PartialLabelFlipConfig, PartialLabelFlip)
+register_method(PartialLabelFlip)
 
 __all__ = ["PartialLabelFlip", "PartialLabelFlipConfig", "derangement", "flip_labels"]

@@ -24,7 +24,7 @@ from datasets import Dataset
 from hf_unlearn.config import check_choice
 from hf_unlearn.data import IGNORE_INDEX, tokenize_any
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
-from hf_unlearn.methods.partial import PAPER, PartialUpdateConfig, run_partial
+from hf_unlearn.methods.partial import PAPER, REFERENCE, PartialUpdateConfig, run_partial
 
 FLIPS = ("swap", "random")
 
@@ -91,6 +91,14 @@ def flip_labels(forget: Dataset, tokenizer: Any, flip: str, seed: int, max_lengt
 
 class PartialLabelFlip(UnlearningMethod):
     name = "partial_label_flip"
+    config_cls = PartialLabelFlipConfig
+    reference = REFERENCE
+    description = (
+        "Label-flipping unlearning with layer-wise partial updates: training on the forget set with wrong "
+        "targets, updating only the largest-gradient fraction of each tensor. Approximate; reconstructed from the "
+        "paper's abstract."
+    )
+    benchmark_defaults = {"num_epochs": 4, "learning_rate": 2e-3, "batch_size": 8, "flip": "random"}
     paper = PAPER
 
     def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:

@@ -3,6 +3,6 @@
 from hf_unlearn.methods.retrain.method import Retrain, RetrainConfig
 from hf_unlearn.registry import register_method
 
-register_method("retrain", RetrainConfig, Retrain)
+register_method(Retrain)
 
 __all__ = ["Retrain", "RetrainConfig"]

@@ -27,9 +27,47 @@ class RetrainConfig(UnlearnConfig):
 
 class Retrain(UnlearningMethod):
     name = "retrain"
+    config_cls = RetrainConfig
+    description = (
+        "Retraining from scratch on the training data minus the forget set, with the same recipe: the exact gold "
+        "standard every other method is compared against."
+    )
+    unlearn_arguments = ("base_model", "model_init")
     exact = True
     needs_retain = True
     paper = "Retraining from scratch on D \\ F (the exact-unlearning gold standard)"
+
+    @classmethod
+    def benchmark_run(cls, ctx: Any, unlearn: Any) -> Any:
+        """``retrain`` on the benchmark IS the gold fine-tune (the same ``finetune`` call on the retain split with
+        the same recipe, which ``tests/test_baselines.py`` checks equals this method): reuse it, with its cost."""
+        from hf_unlearn.result import UnlearnResult
+
+        s, ft = ctx.setting, ctx.gold_ft
+        cfg = RetrainConfig(
+            num_epochs=s.ft_epochs,
+            learning_rate=s.ft_lr,
+            batch_size=s.ft_batch_size,
+            max_length=s.max_length,
+            lora=s.lora,
+            seed=s.seed,
+        )
+        return UnlearnResult(
+            model=ctx.gold,
+            method="retrain",
+            config=cfg,
+            forget_uids=list(ctx.forget["uid"]),
+            timings={"unlearn": ft.wall_time},
+            memory={"peak_rss_mib": round(ft.peak_memory_mib, 1)},
+            details={
+                "steps": ft.steps,
+                "train_loss": ft.train_loss,
+                "retain_size": len(ctx.retain),
+                "note": "the gold model's fine-tune on the retain split",
+            },
+            tokenizer=ctx.tokenizer,
+            tokens_processed=ft.tokens,
+        )
 
     def unlearn(
         self,

@@ -10,6 +10,6 @@ from hf_unlearn.methods.rmu.method import (
 )
 from hf_unlearn.registry import register_method
 
-register_method("rmu", RMUConfig, RMU)
+register_method(RMU)
 
 __all__ = ["RMU", "RMUConfig", "RMUTrainer", "random_control_vector", "resolve_layers", "rmu_activation_loss"]

@@ -37,6 +37,7 @@ from torch import nn
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.models import decoder_layers
+from hf_unlearn.registry import Paper
 from hf_unlearn.training.engine import run_unlearning
 from hf_unlearn.training.lora import is_peft_model, make_lora_config
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
@@ -292,6 +293,20 @@ class RMUTrainer(UnlearnTrainer):
 
 class RMU(UnlearningMethod):
     name = "rmu"
+    config_cls = RMUConfig
+    reference = Paper(
+        title="The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning",
+        authors="Nathaniel Li and Alexander Pan and Anjali Gopal and Summer Yue and Daniel Berrios and others",
+        arxiv="2403.03218",
+        year=2024,
+        venue="ICML 2024",
+    )
+    description = (
+        "RMU (Representation Misdirection for Unlearning): the MLPs of a few middle blocks are trained so that "
+        "the activations of one block on the forget set point toward a scaled random vector, while on the retain "
+        "set they stay close to the original model's. Approximate baseline."
+    )
+    benchmark_defaults = {"num_epochs": 4, "learning_rate": 1e-2, "batch_size": 8, "alpha": 10.0}
     needs_retain = True
     paper = "Li et al., The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning (arXiv 2403.03218)"
 

@@ -23,7 +23,7 @@ from hf_unlearn.methods.rum.scores import (
 )
 from hf_unlearn.registry import register_method
 
-register_method("rum", RUMConfig, RUM)
+register_method(RUM)
 
 __all__ = [
     "MEMORIZATION_SIGN",

@@ -31,6 +31,7 @@ from hf_unlearn.data.loading import UID
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.methods.rum.config import NEGGRAD_PLUS, RUMConfig
 from hf_unlearn.methods.rum.scores import INFERENCE_SCORES, LEARNING_EVENTS, inference_scores
+from hf_unlearn.registry import Paper
 from hf_unlearn.training.calibration import CALIBRATION_FIELDS
 from hf_unlearn.training.engine import prepare_model, run_unlearning
 from hf_unlearn.training.trainer import UnlearnTrainer
@@ -137,11 +138,52 @@ def group_names(k: int) -> list[str]:
 # ------------------------------------------------------------------------------------------------------ method
 class RUM(UnlearningMethod):
     name = "rum"
+    config_cls = RUMConfig
+    reference = Paper(
+        title="Scalability of memorization-based machine unlearning",
+        authors="Kairan Zhao and Peter Triantafillou",
+        arxiv="2410.16516",
+        year=2024,
+        venue="arXiv",
+    )
+    description = (
+        "RUM (refine, then meta-unlearn) with memorization proxies: forget examples are scored by how memorized "
+        "they are (cheap proxies recorded during training), split into groups, and unlearned group by group, each "
+        "with its own algorithm and hyper-parameters. Approximate."
+    )
+    unlearn_arguments = ("scores", "recorder")
     needs_retain = True
     paper = (
         "Zhao et al., What makes unlearning hard and what to do about it (RUM, NeurIPS 2024); Zhao & Triantafillou, "
         "Scalability of memorization-based machine unlearning (arXiv 2410.16516)"
     )
+
+    # epoch_over="forget": the loop these defaults (and the harness results built on them) were set for; the
+    # official loop (epoch_over="retain") runs about |R|/|F| times more steps per epoch and needs fewer epochs
+    # (benchmarks/results/memorization_loops*.md).
+    benchmark_defaults = {
+        "num_epochs": 4,
+        "learning_rate": 1e-3,
+        "batch_size": 8,
+        "score": "confidence",
+        "epoch_over": "forget",
+    }
+    benchmark_bf16 = False
+
+    @classmethod
+    def training_recorders(cls, ctx: Any) -> list[Any]:
+        """Learning events recorded while the target trains (the ``confidence`` proxy groups F)."""
+        from hf_unlearn.methods.rum.recorder import LearningEventRecorder
+
+        return [LearningEventRecorder()]
+
+    @classmethod
+    def benchmark_inputs(cls, ctx: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """The recorder (without one, the ``loss`` proxy) and the holdout (calibrated early stopping per group)."""
+        rec = (ctx.recorders.get("rum") or [None])[0]
+        if rec is None:
+            config["score"] = "loss"
+        return {"recorder": rec, "holdout": ctx.holdout}
 
     def unlearn(
         self,
@@ -322,40 +364,3 @@ class RUM(UnlearningMethod):
 def _calibration_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
     """Where a group's calibration stopped (without its per-check history)."""
     return None if report is None else {k: v for k, v in report.items() if k != "history"}
-
-
-def benchmark_runner() -> Any:
-    """Pipeline runner: record learning events while the target trains, group F by the ``confidence`` proxy."""
-    import copy
-
-    from hf_unlearn.pipeline import MethodRunner
-
-    # epoch_over="forget": the loop these defaults (and the harness results built on them) were set for; the
-    # official loop (epoch_over="retain") runs about |R|/|F| times more steps per epoch and needs fewer epochs
-    # (benchmarks/results/memorization_loops*.md).
-    defaults = {"num_epochs": 4, "learning_rate": 1e-3, "batch_size": 8, "score": "confidence", "epoch_over": "forget"}
-
-    def recorders(ctx: Any) -> list[Any]:
-        from hf_unlearn.methods.rum.recorder import LearningEventRecorder
-
-        return [LearningEventRecorder()]
-
-    def run(ctx: Any) -> Any:
-        import hf_unlearn
-
-        cfg = {**defaults, "max_length": ctx.setting.max_length, **ctx.overrides("rum")}
-        rec = (ctx.recorders.get("rum") or [None])[0]
-        if rec is None:
-            cfg["score"] = "loss"
-        return hf_unlearn.unlearn(
-            copy.deepcopy(ctx.target),
-            ctx.forget,
-            ctx.retain,
-            method="rum",
-            tokenizer=ctx.tokenizer,
-            recorder=rec,
-            holdout=ctx.holdout,  # calibrated early stopping per group (docs/calibration.md)
-            **cfg,
-        )
-
-    return MethodRunner(run=run, recorders=recorders, defaults=defaults)

@@ -13,7 +13,7 @@ from hf_unlearn.methods.s3t.simulate import (
 )
 from hf_unlearn.registry import register_method
 
-register_method("s3t", S3TConfig, S3T)
+register_method(S3T)
 
 __all__ = [
     "S3T",

@@ -3,6 +3,6 @@
 from hf_unlearn.methods.simnpo.method import SimNPO, SimNPOConfig, SimNPOTrainer, simnpo_loss
 from hf_unlearn.registry import register_method
 
-register_method("simnpo", SimNPOConfig, SimNPO)
+register_method(SimNPO)
 
 __all__ = ["SimNPO", "SimNPOConfig", "SimNPOTrainer", "simnpo_loss"]

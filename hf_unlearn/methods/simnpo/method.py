@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.methods.grad_diff.method import retain_term
+from hf_unlearn.registry import Paper
 from hf_unlearn.training.engine import ReferenceModel, run_unlearning
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
@@ -91,6 +92,21 @@ class SimNPOTrainer(UnlearnTrainer):
 
 class SimNPO(UnlearningMethod):
     name = "simnpo"
+    config_cls = SimNPOConfig
+    reference = Paper(
+        title="Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+        authors=(
+            "Chongyu Fan and Jiancheng Liu and Licong Lin and Jinghan Jia and Ruiqi Zhang and Song Mei and Sijia Liu"
+        ),
+        arxiv="2410.07163",
+        year=2024,
+        venue="arXiv",
+    )
+    description = (
+        "SimNPO: a reference-free, length-normalised version of Negative Preference Optimization with a reward "
+        "margin, plus a retain-set NLL term. Approximate baseline."
+    )
+    benchmark_defaults = {"num_epochs": 4, "learning_rate": 3e-3, "batch_size": 8}
     paper = (
         "Fan et al., Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning "
         "(arXiv 2410.07163)"

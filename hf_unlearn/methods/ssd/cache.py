@@ -27,13 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hf_unlearn.utils.atomic import atomic_write, atomic_write_text
 from hf_unlearn.utils.hashing import weights_hash
 
 CACHE_VERSION = "1"
@@ -131,11 +131,10 @@ class ImportanceCache:
             tensors[name + "::idx"] = idx.to(torch.int64).contiguous()
             tensors[name + "::val"] = val.contiguous()
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
-        save_file(tensors, tmp, metadata={"root": (self.metadata(key) or {}).get("weights_sha256", "")})
-        os.replace(tmp, self.anchor_path(key, weights_hash))
-        return self.anchor_path(key, weights_hash)
+        meta = {"root": (self.metadata(key) or {}).get("weights_sha256", "")}
+        return atomic_write(
+            self.anchor_path(key, weights_hash), lambda tmp: save_file(tensors, str(tmp), metadata=meta), unique=True
+        )
 
     def load_anchor(self, key: str, weights_hash: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         from safetensors.torch import load_file
@@ -145,10 +144,7 @@ class ImportanceCache:
         return {n: (raw[n + "::idx"], raw[n + "::val"]) for n in names}
 
     def _write_json(self, path: Path, obj: Any) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(obj), unique=True)
 
     def save(self, key: str, maps: dict[str, torch.Tensor], weights_hash: str, info: dict[str, Any]) -> Path:
         """Write the maps atomically (temp file + rename) with the weights hash and ``info`` as metadata."""
@@ -158,12 +154,4 @@ class ImportanceCache:
         meta = {str(k): json.dumps(v) if not isinstance(v, str) else v for k, v in info.items()}
         meta.update({"weights_sha256": weights_hash, "format": "hf_unlearn.ssd", "cache_version": CACHE_VERSION})
         tensors = {n: t.detach().to("cpu", torch.float32).contiguous() for n, t in maps.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, self.path(key))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return self.path(key)
+        return atomic_write(self.path(key), lambda tmp: save_file(tensors, str(tmp), metadata=meta), unique=True)

@@ -33,6 +33,7 @@ from hf_unlearn.data import UID, collator_for, column, encode_examples, load_exa
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.methods.ssd.cache import ImportanceCache, cache_key, data_fingerprint, weights_sha256
 from hf_unlearn.methods.ssd.config import SSDConfig, _check_positive_finite
+from hf_unlearn.registry import Paper
 from hf_unlearn.training.lora import is_peft_model
 from hf_unlearn.training.losses import batch_nll
 from hf_unlearn.utils.hashing import weights_hash
@@ -490,12 +491,34 @@ class SSD(UnlearningMethod):
     """
 
     name = "ssd"
+    config_cls = SSDConfig
+    reference = Paper(
+        title="Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening",
+        authors="Jack Foster and Stefan Schoepf and Alexandra Brintrup",
+        arxiv="2308.07707",
+        year=2023,
+        venue="AAAI 2024",
+    )
+    description = (
+        "Selective Synaptic Dampening compares each parameter's importance (mean squared gradient) on the forget "
+        "set with its importance on the whole training data, and shrinks the parameters that matter "
+        "disproportionately to the forget set. Retrain-free and approximate."
+    )
+    unlearn_arguments = ("full_dataset", "train_dataset", "importance_full")
     exact = False
     paper = (
         "Foster, Schoepf & Brintrup, Fast Machine Unlearning Without Retraining Through Selective Synaptic "
         "Dampening (AAAI 2024, arXiv 2308.07707)"
     )
     needs_retain = False
+
+    benchmark_defaults = {"alpha": 10.0, "lambda_": 1.0, "batch_size": 32}
+    benchmark_bf16 = False  # retrain-free: runs fp32
+
+    @classmethod
+    def benchmark_inputs(cls, ctx: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """D is the benchmark's ``full`` split (in its training order)."""
+        return {"full_dataset": ctx.bench["full"]}
 
     def __init__(self, config: SSDConfig):
         super().__init__(config)

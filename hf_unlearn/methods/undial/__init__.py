@@ -3,6 +3,6 @@
 from hf_unlearn.methods.undial.method import UNDIAL, UNDIALConfig, UNDIALTrainer, undial_loss
 from hf_unlearn.registry import register_method
 
-register_method("undial", UNDIALConfig, UNDIAL)
+register_method(UNDIAL)
 
 __all__ = ["UNDIAL", "UNDIALConfig", "UNDIALTrainer", "undial_loss"]

@@ -3,6 +3,6 @@
 from hf_unlearn.methods.wga.method import WGA, WGAConfig, WGATrainer, wga_loss
 from hf_unlearn.registry import register_method
 
-register_method("wga", WGAConfig, WGA)
+register_method(WGA)
 
 __all__ = ["WGA", "WGAConfig", "WGATrainer", "wga_loss"]

@@ -20,6 +20,7 @@ import torch
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
 from hf_unlearn.methods.grad_diff.method import retain_term
+from hf_unlearn.registry import Paper
 from hf_unlearn.training.engine import ReferenceModel, run_unlearning
 from hf_unlearn.training.losses import token_logprobs
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
@@ -78,6 +79,22 @@ class WGATrainer(UnlearnTrainer):
 
 class WGA(UnlearningMethod):
     name = "wga"
+    config_cls = WGAConfig
+    reference = Paper(
+        title="Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond",
+        authors=(
+            "Qizhou Wang and Jin Peng Zhou and Zhanke Zhou and Saebyeol Shin and Bo Han and Kilian Q. Weinberger"
+        ),
+        arxiv="2502.19301",
+        year=2025,
+        venue="ICLR 2025",
+    )
+    description = (
+        "Weighted gradient ascent: gradient ascent on the forget set with each token weighted by its current "
+        "probability to a power beta (no gradient through the weight), which slows the ascent down on tokens "
+        "already forgotten; plus a retain-set NLL term. Approximate baseline."
+    )
+    benchmark_defaults = {"num_epochs": 4, "learning_rate": 1e-3, "batch_size": 8}
     paper = (
         "Wang et al., Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond (arXiv 2502.19301)"
     )
