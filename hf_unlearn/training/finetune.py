@@ -168,7 +168,11 @@ def finetune(
 
         if is_peft_model(model):
             raise ValueError("the model already has peft adapters: pass lora=None to train them")
-        model = get_peft_model(model, make_lora_config(model, lora))
+        # The adapters' initial weights come from `seed`, not from whatever used the global RNG before this call
+        # (a benchmark fine-tunes a gold model after other methods ran); the caller's RNG state is left as it was.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = get_peft_model(model, make_lora_config(model, lora))
     scratch = output_dir or tempfile.mkdtemp(prefix="hf_unlearn_ft_")
     try:
         args = training_arguments(
