@@ -55,6 +55,8 @@ class UnlearningMethod:
         benchmark_defaults: config overrides for the tiny CPU settings (a setting's ``method_overrides`` win).
         benchmark_bf16: pass the setting's ``bf16`` to the config (False: the method runs fp32 on the benchmark).
         retrained_row: the protocol may add a ``<name>-retrained`` row (:meth:`benchmark_retrained`).
+        calibrated_variant: with ``calibration_variants`` the protocol also runs the method with ``calibrate=True``
+            (row ``<name>-cal``) when its default run was not calibrated (e.g. NPO, off by default).
         training_recorders(ctx): TrainerCallbacks attached while the TARGET is fine-tuned.
         benchmark_inputs(ctx, config): extra ``unlearn`` keyword arguments (the holdout, a recording...); may
             adjust ``config`` (a dict) in place.
@@ -77,6 +79,7 @@ class UnlearningMethod:
     benchmark_defaults: ClassVar[dict[str, Any]] = {}
     benchmark_bf16: ClassVar[bool] = True
     retrained_row: ClassVar[bool] = False
+    calibrated_variant: ClassVar[bool] = False
 
     def __init__(self, config: UnlearnConfig):
         self.config = config

@@ -23,7 +23,6 @@ from hf_unlearn.protocol.markdown import markdown_table
 from hf_unlearn.protocol.nll import mean_answer_nll, nll_row
 from hf_unlearn.protocol.runner import (
     CAL,
-    CALIBRATION_VARIANTS_ON,
     NOCAL,
     RETRAINED,
     MethodRunner,
@@ -44,7 +43,6 @@ from hf_unlearn.protocol.settings import SETTINGS, Setting, paired_splits
 
 __all__ = [
     "CAL",
-    "CALIBRATION_VARIANTS_ON",
     "NOCAL",
     "RETRAINED",
     "SETTINGS",

@@ -53,9 +53,6 @@ def register_runner(name: str, runner: MethodRunner) -> None:
 
 NOCAL = "-nocal"
 CAL = "-cal"
-# Methods whose default is uncalibrated but that calibration_variants also runs calibrated (row "<method>-cal"):
-# the loss-based methods the calibration issue compares (GA, GradDiff, NPO on forget10).
-CALIBRATION_VARIANTS_ON = ("npo",)
 RETRAINED = "-retrained"
 
 
@@ -254,7 +251,7 @@ def run_protocol(
             if m == base and s.calibration_variants:
                 if was_calibrated(res):  # calibrated by default: also the same recipe without
                     queue.insert(queue.index((m, base)) + 1, (m + NOCAL, base))
-                elif base in CALIBRATION_VARIANTS_ON and can_calibrate(base):  # off by default: also with
+                elif _spec(base).method_cls.calibrated_variant and can_calibrate(base):  # off by default: also with
                     queue.insert(queue.index((m, base)) + 1, (m + CAL, base))
             try:
                 row = nll_row(res.model, ctx)

@@ -77,6 +77,7 @@ class NPOTrainer(UnlearnTrainer):
 class NPO(UnlearningMethod):
     name = "npo"
     config_cls = NPOConfig
+    calibrated_variant = True  # calibration is off by default; the calibration comparison runs it on too
     reference = Paper(
         title="Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
         authors="Ruiqi Zhang and Licong Lin and Yu Bai and Song Mei",
