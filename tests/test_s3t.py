@@ -127,6 +127,28 @@ def test_all_shards_dead_raises(trained_m1):
         _logits(s3t, tok)
 
 
+def test_all_shards_dead_serves_the_base_with_when_dead_base(trained_m1, qa_texts):
+    """when_dead='base': a fully cut system serves exactly the untouched base model (built again, independently)."""
+    import dataclasses
+
+    arch, s3t0, tok, _ = trained_m1
+    s3t = copy.deepcopy(s3t0)
+    s3t.config_s3t = dataclasses.replace(s3t.config_s3t, when_dead="base")
+    live = _logits(s3t, tok)
+    out = hf_unlearn.unlearn(s3t, [_uid_in(s3t, 0, 0), _uid_in(s3t, 0, 1)], method="s3t")
+    assert "every shard dead" in out.details["serving"]
+    base, _ = _base(arch, qa_texts)  # never trained: what the fully cut system must serve
+    base.eval()
+    served = _logits(out.model, tok)
+    assert torch.equal(served, _logits(base, tok))
+    assert not torch.equal(served, live)  # the trained system served something else
+    x = tok(["Question: Who?\nAnswer:"], return_tensors="pt")
+    kw = dict(max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert torch.equal(out.model.generate(**x, **kw), base.generate(**x, **kw))
+    with pytest.raises(ValueError, match="when_dead"):
+        S3TConfig(when_dead="nothing")
+
+
 def test_save_load_round_trip_after_deletion_and_export(trained_m1, qa_texts, tmp_path):
     arch, s3t0, tok, _ = trained_m1
     s3t = copy.deepcopy(s3t0)

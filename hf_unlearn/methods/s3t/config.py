@@ -10,6 +10,7 @@ from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 from hf_unlearn.methods.s3t.sequences import STRATEGIES
 
 ENSEMBLES = ("logits", "logprobs")
+WHEN_DEAD = ("raise", "base")
 CACHE_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -109,9 +110,18 @@ class S3TConfig(UnlearnConfig):
             "(each training micro-batch holds the model lock; the frozen base is shared)."
         },
     )
+    when_dead: str = field(
+        default="raise",
+        metadata={
+            "help": "When deletions have cut every shard to nothing: 'raise' (forward and generate raise until "
+            "retrain()) or 'base' (serve the base model with every adapter off: it saw no training data, so it is "
+            "exact too; a warning is logged and details['serving'] says so)."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_choice("when_dead", self.when_dead, WHEN_DEAD)
         check_range("n_shards", self.n_shards, 1)
         check_range("n_slices", self.n_slices, 1)
         if not isinstance(self.n_shards, int) or not isinstance(self.n_slices, int):

@@ -57,6 +57,9 @@ class S3T(UnlearningMethod):
         "n_slices": 4,
         "group_column": "author_id",
         "lora": {"r": 16, "lora_alpha": 32},
+        # a deletion that cuts every shard leaves the base model serving (exact: it saw no training data), so the
+        # row is that model's quality rather than an error; details["serving"] says so
+        "when_dead": "base",
     }
     retrained_row = True
 
@@ -149,6 +152,12 @@ class S3T(UnlearningMethod):
             timings["retrain"] = time.perf_counter() - t0
             details["retrained_adapters"] = new
             details["served_prefix_lengths"] = model.served_prefix_lengths()
+        if not model.served():
+            details["serving"] = (
+                "base model (every shard dead; when_dead='base')"
+                if model.config_s3t.when_dead == "base"
+                else "nothing: every shard dead, retrain() first (when_dead='raise')"
+            )
         return MethodOutput(model=model, details=details, timings=timings)
 
 

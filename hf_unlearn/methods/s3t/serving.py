@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,6 +23,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hf_unlearn.methods.s3t.stages import _from_block, _hidden_inputs
 from hf_unlearn.models import unwrap
+
+logger = logging.getLogger("hf_unlearn")
 
 if TYPE_CHECKING:
     from hf_unlearn.methods.s3t.model import S3TModel
@@ -75,16 +78,16 @@ class ServingMixin:
         (bitwise equal to ``share=False``, which runs every shard's full model).
 
         Raises:
-            RuntimeError: when every shard is dead (all sequences cut to nothing): retrain first.
+            RuntimeError: when every shard is dead (all sequences cut to nothing) and ``S3TConfig.when_dead`` is
+                ``"raise"``: retrain first. With ``"base"`` the base model (every adapter off) serves instead.
         """
         kwargs.pop("use_cache", None)  # the ensemble forward never caches (generation re-runs the prefix)
         mode = ensemble or self.config_s3t.ensemble
         with self._lock:
             served = self.served()
             if not served:
-                raise RuntimeError(
-                    "every S3T shard is dead (all training sequences were cut by deletions): call retrain()"
-                )
+                self._check_dead("forward")
+                return self._base_forward(input_ids, attention_mask, labels, mode, **kwargs)
             if self.peft_model.training:  # serving is always in eval mode (dropout off)
                 self.peft_model.eval()
             total = None
@@ -116,6 +119,33 @@ class ServingMixin:
             loss = batch_nll(logits, labels)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
+    def _check_dead(self, what: str) -> None:
+        """Every shard is dead: raise (``when_dead="raise"``), or log once that the base model serves."""
+        if self.config_s3t.when_dead == "raise":
+            raise RuntimeError(
+                "every S3T shard is dead (all training sequences were cut by deletions): call retrain() "
+                f"(nothing to {what} with), or set S3TConfig.when_dead='base' to serve the base model meanwhile"
+            )
+        if not getattr(self, "_warned_dead", False):
+            self._warned_dead = True
+            logger.warning("every S3T shard is dead: the base model (no adapter) serves until retrain()")
+
+    def _base_forward(self, input_ids, attention_mask, labels, mode: str, **kwargs: Any):
+        """The base model's forward (every stage adapter off), in the ensemble's output convention."""
+        if self.peft_model.training:
+            self.peft_model.eval()
+        with self.peft_model.disable_adapter():
+            out = self.peft_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+        logits = out.logits.float()
+        if mode == "logprobs":
+            logits = torch.log_softmax(logits, dim=-1)
+        loss = None
+        if labels is not None:
+            from hf_unlearn.training.losses import batch_nll
+
+            loss = batch_nll(logits, labels)
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
     def generate(self, *args: Any, **kwargs: Any):
         """``generate`` of the served model: the shard's own PeftModel when one shard is live, else the ensemble.
 
@@ -124,7 +154,11 @@ class ServingMixin:
         with self._lock:
             served = self.served()
             if not served:
-                raise RuntimeError("every S3T shard is dead: nothing to generate with; call retrain()")
+                self._check_dead("generate")
+                if self.peft_model.training:
+                    self.peft_model.eval()
+                with self.peft_model.disable_adapter():
+                    return self.peft_model.generate(*args, **kwargs)
             if len(served) == 1:
                 self._activate(next(iter(served.values())))
                 if self.peft_model.training:  # serving is always in eval mode (dropout off)
