@@ -17,6 +17,11 @@ the reported split (forget10) is never looked at here.
 Usage (the committed run; about 30 min on 2 CPU cores):
     python benchmarks/tune_defaults.py --setting cpu-smollm2 --split forget05 --threads 2 \
         --out benchmarks/results/tune_smollm2
+
+Reproduction check: the protocol run with the chosen defaults must give, on the same forget set, exactly the numbers
+of the chosen candidates (another process, the same code):
+    python benchmarks/tune_defaults.py --compare benchmarks/results/tune_smollm2/tune.json \
+        benchmarks/results/cpu-smollm2.json
 """
 
 from __future__ import annotations
@@ -101,7 +106,46 @@ def choose(rows: list[dict[str, Any]], target: dict[str, Any], gold: dict[str, A
     return best, why
 
 
+def compare(tune: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    """Lines comparing each chosen candidate (``{}`` where none was chosen) with the protocol report's row for the
+    same forget set (the tune split, or the split it duplicates); ``DIFFERS`` marks any unequal number."""
+    splits = report["splits"]
+    split = tune["split"]
+    sp = splits[split]
+    sp = splits[sp["same_forget_set_as"]] if sp.get("same_forget_set_as") else sp
+    out = []
+
+    def numbers(row: dict[str, Any], ev: dict[str, Any]) -> dict[str, Any]:
+        return score(ev, row)
+
+    for name, key in (("gold", "gold (retrain)"), ("target", "target")):
+        ev = sp["evaluation"]["gold" if name == "gold" else "target"]
+        got = numbers(sp["rows"][key], ev)
+        want = tune[name]
+        keys = ("forget_nll", "retain_nll", "holdout_nll") + (("model_utility",) if name == "gold" else tuple(got))
+        same = all(got[k] == want[k] for k in keys)
+        out.append(f"{name}: {'equal' if same else 'DIFFERS'}")
+    for m, d in tune["methods"].items():
+        chosen = d["chosen"] if d["chosen"] is not None else {}
+        cand = next((c for c in d["candidates"] if c["overrides"] == chosen), None)
+        if cand is None or m not in sp["rows"] or cand.get("error"):
+            out.append(f"{m}: not comparable")
+            continue
+        got = numbers(sp["rows"][m], sp["evaluation"][m])
+        diffs = {k: (cand[k], got[k]) for k in got if cand[k] != got[k]}
+        out.append(f"{m}: " + ("equal" if not diffs else f"DIFFERS {diffs}"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--compare":
+        if len(argv) != 3:
+            raise SystemExit("usage: tune_defaults.py --compare TUNE_JSON REPORT_JSON")
+        lines = compare(json.loads(Path(argv[1]).read_text()), json.loads(Path(argv[2]).read_text()))
+        print("\n".join(lines))
+        return 1 if any("DIFFERS" in x for x in lines) else 0
     from hf_unlearn.evaluation import evaluate_unlearning
     from hf_unlearn.protocol import SETTINGS
     from hf_unlearn.protocol.context import autocast_for, prepare
