@@ -271,17 +271,24 @@ def run_recipe(
     }
     before = row["before"]["model_utility"]
     print(f"[{name}] trained in {train_seconds:.1f}s; before deletion: {before:.3f}", flush=True)
+    served = {str(k): v for k, v in res.model.served_prefix_lengths().items()}
+    # every shard dead (possible with --probe: the one probed order can be cut at its first slice): nothing to serve
+    live = any(served.values())
     row["after"] = {
-        **utility_row(res.model, tok, bench, s),
-        "served_prefix_lengths": {str(k): v for k, v in res.model.served_prefix_lengths().items()},
+        **(utility_row(res.model, tok, bench, s) if live else {"model_utility": None, "retain_nll": None}),
+        "served_prefix_lengths": served,
         "delete_seconds": res.timings.get("delete"),
     }
-    print(f"[{name}] after deleting {s.forget_split}: {row['after']['model_utility']:.3f}", flush=True)
+    print(f"[{name}] after deleting {s.forget_split}: {row['after']['model_utility']} (served {served})", flush=True)
     if retrain:
         rt = s3t_retrained(res, ctx)
         row["retrained"] = {**utility_row(rt.model, tok, bench, s), "retrain_seconds": rt.details["retrain_seconds"]}
         print(f"[{name}] after retrain(): {row['retrained']['model_utility']:.3f}", flush=True)
     return row
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -317,7 +324,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['recipe']} | `{json.dumps(r['overrides'])}` | {r['n_stages']} | {r['train_seconds']:.1f} | "
             f"{r['before']['model_utility']:.3f} | {r['before']['retain_nll']:.3f} | "
-            f"{r['after']['model_utility']:.3f} | {r['after']['retain_nll']:.3f} | "
+            f"{_num(r['after']['model_utility'])} | {_num(r['after']['retain_nll'])} | "
             f"{r['after']['served_prefix_lengths']} | {'-' if rt is None else format(rt['model_utility'], '.3f')} |"
         )
     lines += ["", "Utility components (retain / real authors / world facts x probability, ROUGE-L, truth ratio):", ""]
@@ -329,7 +336,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("| plain LoRA | " + " | ".join(f"{lr['components'][k]:.3f}" for k in keys) + " |")
     for r in report["recipes"]:
         for phase in ("before", "after", "retrained"):
-            if phase in r:
+            if phase in r and "components" in r[phase]:
                 c = r[phase]["components"]
                 cells = " | ".join(f"{c.get(k, float('nan')):.3f}" for k in keys)
                 lines.append(f"| {r['recipe']} {phase} | {cells} |")
