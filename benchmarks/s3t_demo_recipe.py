@@ -58,6 +58,29 @@ RECIPES: dict[str, dict[str, Any]] = {
     "e10_attn": {"num_epochs": 10, "lora": {"r": 16, "lora_alpha": 32, "target_modules": ATTN}},
     "e10_r32": {"num_epochs": 10, "lora": {"r": 32, "lora_alpha": 64}},
 }
+# General-knowledge QA (author_id 'world' / 'real': no person a deletion request could name) placed one by one by
+# uid over every slice, instead of as two big groups (S3TConfig.ungrouped_values).
+SPREAD = {"group_column": "author_id", "ungrouped_values": ["world", "real"]}
+R64 = {"r": 64, "lora_alpha": 128}  # full rank on the demo's hidden size 64
+RECIPES.update(
+    {
+        "spread": SPREAD,
+        "spread_r64_lr1e-2": {**SPREAD, "lora": R64, "learning_rate": 1e-2},
+        "spread_r64_lr1e-2_e5": {**SPREAD, "lora": R64, "learning_rate": 1e-2, "num_epochs": 5},
+        "spread_r64_e5": {**SPREAD, "lora": R64, "num_epochs": 5},
+        "spread_r64_lr2e-2_e5": {**SPREAD, "lora": R64, "learning_rate": 2e-2, "num_epochs": 5},
+        "spread_r64_lr1e-2_e8": {**SPREAD, "lora": R64, "learning_rate": 1e-2, "num_epochs": 8},
+        "spread_r64_lr1e-2_e5_const": {
+            **SPREAD,
+            "lora": R64,
+            "learning_rate": 1e-2,
+            "num_epochs": 5,
+            "lr_scheduler_type": "constant",
+        },
+        "spread_L2_r64_lr1e-2": {**SPREAD, "n_slices": 2, "lora": R64, "learning_rate": 1e-2},
+        "spread_L3_r64_lr1e-2": {**SPREAD, "n_slices": 3, "lora": R64, "learning_rate": 1e-2},
+    }
+)
 
 
 def evaluation_options(setting: Any) -> dict[str, Any]:
@@ -127,20 +150,28 @@ def slice_layout(setting: Any, bench: Any) -> dict[str, Any]:
     slice, the slices of the forget split's authors and of the general-knowledge groups, the sequences, and the
     longest prefix that survives deleting the forget split (no training)."""
     from hf_unlearn.methods.s3t import S3TConfig
-    from hf_unlearn.methods.s3t.model import assign_uid
+    from hf_unlearn.methods.s3t.bookkeeping import assign_uid, placement_keys
     from hf_unlearn.pipeline import builtin_runners
 
     cfg = S3TConfig(**{**builtin_runners()["s3t"].defaults, **setting.method_overrides.get("s3t", {})})
     full = bench["full"]
-    col = cfg.group_column or "uid"
-    slice_of = {str(g): assign_uid(str(g), cfg.n_shards, cfg.n_slices, cfg.seed) for g in set(full[col])}
+
+    def keys(ds: Any) -> list[str]:
+        groups = ds[cfg.group_column] if cfg.group_column else None
+        return placement_keys(ds["uid"], groups, cfg.ungrouped_values)
+
+    full_keys = keys(full)
+    slice_of = {g: assign_uid(g, cfg.n_shards, cfg.n_slices, cfg.seed) for g in set(full_keys)}
     per_slice: dict[str, int] = {}
-    for g in full[col]:
-        key = f"shard {slice_of[str(g)][0]} slice {slice_of[str(g)][1]}"
+    for g in full_keys:
+        key = f"shard {slice_of[g][0]} slice {slice_of[g][1]}"
         per_slice[key] = per_slice.get(key, 0) + 1
-    forget_groups = sorted({str(g) for g in bench[setting.forget_split][col]})
+    forget_groups = sorted(set(keys(bench[setting.forget_split])))
     general_splits = [x for x in ("world_facts", "real_authors") if x in bench]
-    general = sorted({str(g) for x in general_splits for g in bench[x][col]})
+    general: dict[str, int] = {}  # "shard j slice i" -> general-knowledge QA placed there
+    for g in (g for x in general_splits for g in keys(bench[x])):
+        key = f"shard {slice_of[g][0]} slice {slice_of[g][1]}"
+        general[key] = general.get(key, 0) + 1
     cut = {slice_of[g] for g in forget_groups}
     served = {}
     for shard in range(cfg.n_shards):
@@ -153,14 +184,15 @@ def slice_layout(setting: Any, bench: Any) -> dict[str, Any]:
                 prefix.append(sl)
             best = prefix if len(prefix) > len(best) else best
         served[str(shard)] = best
-    served_qa = sum(1 for g in full[col] if slice_of[str(g)][1] in served[str(slice_of[str(g)][0])])
+    served_qa = sum(1 for g in full_keys if slice_of[g][1] in served[str(slice_of[g][0])])
     return {
         "n_shards": cfg.n_shards,
         "n_slices": cfg.n_slices,
         "group_column": cfg.group_column,
+        "ungrouped_values": cfg.ungrouped_values,
         "qa_per_slice": dict(sorted(per_slice.items())),
         "forget_groups": {g: list(slice_of[g]) for g in forget_groups},
-        "general_knowledge_groups": {g: list(slice_of[g]) for g in general},
+        "general_knowledge_qa_per_slice": dict(sorted(general.items())),
         "sequences": {str(j): cfg.sequences_for(j, cfg.seed) for j in range(cfg.n_shards)},
         "served_prefix_after_deletion": served,
         "qa_in_served_slices": served_qa,
@@ -239,17 +271,24 @@ def run_recipe(
     }
     before = row["before"]["model_utility"]
     print(f"[{name}] trained in {train_seconds:.1f}s; before deletion: {before:.3f}", flush=True)
+    served = {str(k): v for k, v in res.model.served_prefix_lengths().items()}
+    # every shard dead (possible with --probe: the one probed order can be cut at its first slice): nothing to serve
+    live = any(served.values())
     row["after"] = {
-        **utility_row(res.model, tok, bench, s),
-        "served_prefix_lengths": {str(k): v for k, v in res.model.served_prefix_lengths().items()},
+        **(utility_row(res.model, tok, bench, s) if live else {"model_utility": None, "retain_nll": None}),
+        "served_prefix_lengths": served,
         "delete_seconds": res.timings.get("delete"),
     }
-    print(f"[{name}] after deleting {s.forget_split}: {row['after']['model_utility']:.3f}", flush=True)
+    print(f"[{name}] after deleting {s.forget_split}: {row['after']['model_utility']} (served {served})", flush=True)
     if retrain:
         rt = s3t_retrained(res, ctx)
         row["retrained"] = {**utility_row(rt.model, tok, bench, s), "retrain_seconds": rt.details["retrain_seconds"]}
         print(f"[{name}] after retrain(): {row['retrained']['model_utility']:.3f}", flush=True)
     return row
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -285,7 +324,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['recipe']} | `{json.dumps(r['overrides'])}` | {r['n_stages']} | {r['train_seconds']:.1f} | "
             f"{r['before']['model_utility']:.3f} | {r['before']['retain_nll']:.3f} | "
-            f"{r['after']['model_utility']:.3f} | {r['after']['retain_nll']:.3f} | "
+            f"{_num(r['after']['model_utility'])} | {_num(r['after']['retain_nll'])} | "
             f"{r['after']['served_prefix_lengths']} | {'-' if rt is None else format(rt['model_utility'], '.3f')} |"
         )
     lines += ["", "Utility components (retain / real authors / world facts x probability, ROUGE-L, truth ratio):", ""]
@@ -297,7 +336,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("| plain LoRA | " + " | ".join(f"{lr['components'][k]:.3f}" for k in keys) + " |")
     for r in report["recipes"]:
         for phase in ("before", "after", "retrained"):
-            if phase in r:
+            if phase in r and "components" in r[phase]:
                 c = r[phase]["components"]
                 cells = " | ".join(f"{c.get(k, float('nan')):.3f}" for k in keys)
                 lines.append(f"| {r['recipe']} {phase} | {cells} |")
@@ -337,10 +376,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base, tok = pretrained_base(s)
     layout = slice_layout(s, bench)
     if args.layout_only:
-        print(json.dumps(layout, indent=1))
+        layouts = {
+            name: slice_layout(replace(s, method_overrides={**s.method_overrides, "s3t": RECIPES[name]}), bench)
+            for name in names
+        }
+        print(json.dumps({"setting": layout, "recipes": layouts}, indent=1))
         if args.out:
-            Path(args.out + ".json").write_text(json.dumps({"setting": s.name, "layout": layout}, indent=2))
-        return {"layout": layout}
+            Path(args.out + ".json").write_text(
+                json.dumps({"setting": s.name, "layout": layout, "recipes": layouts}, indent=2)
+            )
+        return {"layout": layout, "recipes": layouts}
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     target, target_s = load_target(s, base, tok, bench, workdir)

@@ -590,6 +590,51 @@ def test_group_column_puts_each_group_in_one_slice(qa_rows, qa_texts):
         S3TModel.from_training(base, tok, qa_rows, cfg)
 
 
+def test_ungrouped_values_spread_general_rows_by_uid(qa_rows, qa_texts):
+    """Rows whose group value is in ``ungrouped_values`` are placed one by one by their own uid (the reference is
+    the hash of the uid, built independently of the model), while real groups stay whole; the deletion of one
+    person still cuts one slice."""
+    import hashlib
+
+    def by_hash(key: str, n_slices: int) -> int:  # bookkeeping's placement: sha256("{seed}:{key}"), shard 0 of 1
+        return int.from_bytes(hashlib.sha256(f"0:{key}".encode()).digest()[:8], "big") % n_slices
+
+    rows = [{**r, "person": "general" if i < 12 else f"p{i % 3}"} for i, r in enumerate(qa_rows)]
+    general = [r["uid"] for r in rows if r["person"] == "general"]
+    base, tok = _base("llama", qa_texts, num_layers=2, hidden=16)
+    cfg = S3TConfig(
+        n_slices=2, group_column="person", ungrouped_values=["general"], max_steps=1, **{**FAST, "num_epochs": 1}
+    )
+    s3t = S3TModel.from_training(copy.deepcopy(base), tok, rows, cfg)
+    assignment = s3t.state["assignment"]
+    assert {u: assignment[u][1] for u in general} == {u: by_hash(u, 2) for u in general}
+    assert len({assignment[u][1] for u in general}) == 2  # without the option all 12 share one slice
+    for person in ("p0", "p1", "p2"):
+        assert {assignment[r["uid"]][1] for r in rows if r["person"] == person} == {by_hash(person, 2)}
+    with pytest.raises(ValueError, match="ungrouped_values.*needs group_column"):
+        S3TConfig(ungrouped_values=["general"])
+    with pytest.raises(ValueError, match="list of strings"):
+        S3TConfig(group_column="person", ungrouped_values="general")
+
+
+def test_demo_spreads_general_knowledge_qa_over_slices():
+    """The demo's S3T (runner defaults + the setting's overrides) places the world-fact and real-author QA by uid,
+    so they are not two groups that a forget10 deletion cuts away whole (docs/methods/s3t.md, demo recipe)."""
+    from hf_unlearn.benchmarks.fictitious_authors import build
+    from hf_unlearn.methods.s3t.bookkeeping import assign_all, placement_keys
+    from hf_unlearn.pipeline import SETTINGS, builtin_runners
+
+    s = SETTINGS["demo"]
+    cfg = S3TConfig(**{**builtin_runners()["s3t"].defaults, **s.method_overrides.get("s3t", {})})
+    bench = build(n_authors=s.n_authors, seed=s.seed, qa_per_author=s.qa_per_author)
+    full = bench["full"]
+    keys = placement_keys(full["uid"], full[cfg.group_column], cfg.ungrouped_values)
+    where = assign_all(full["uid"], keys, cfg.n_shards, cfg.n_slices, cfg.seed)
+    for split in ("world_facts", "real_authors"):
+        slices = {tuple(where[u]) for u in bench[split]["uid"]}
+        assert len(slices) == cfg.n_shards * cfg.n_slices, (split, slices)
+
+
 # ------------------------------------------------------------------------------------------------ exactness (issue 15)
 def _expected_served(s3t: S3TModel, gone: list[str]) -> dict[int, list[int]]:
     """Per shard, the slices of the sequence with the longest prefix holding no deleted uid (first on ties)."""

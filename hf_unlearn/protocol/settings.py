@@ -90,6 +90,17 @@ SETTINGS: dict[str, Setting] = {
         ft_lr=5e-3,
         pretrain_epochs=15,
         s3t_retrained_row=True,
+        method_overrides={
+            # S3T on the tiny pretrained base (docs/methods/s3t.md, "Recipe on the tiny base"; measured by
+            # benchmarks/s3t_demo_recipe.py): the world-fact / real-author QA spread over the slices by uid (they name
+            # no person), full-rank LoRA on the stage's block (hidden 64), lr 1e-2, 5 epochs per stage.
+            "s3t": {
+                "ungrouped_values": ["world", "real"],
+                "lora": {"r": 64, "lora_alpha": 128},
+                "learning_rate": 1e-2,
+                "num_epochs": 5,
+            },
+        },
     ),
     "cpu-tiny": Setting("cpu-tiny", n_authors=40, qa_per_author=20, pretrain_epochs=15, pretrain_authors=80),
     "gpu-smollm2": Setting(

@@ -76,6 +76,24 @@ def assign_all(
     return {uid: list(assign_uid(str(key), n_shards, n_slices, seed)) for uid, key in zip(uids, keys)}
 
 
+def placement_keys(
+    uids: Sequence[str], groups: Sequence[Any] | None, ungrouped_values: Iterable[str] | None = None
+) -> list[str]:
+    """The key each row is placed by (:func:`assign_all`): its group's value, or its own uid when there are no
+    groups or its group value is in ``ungrouped_values`` (rows that belong to no one, e.g. general-knowledge QA).
+
+    Example:
+        >>> placement_keys(["q1", "q2", "q3"], ["ann", "world", "ann"], ["world"])
+        ['ann', 'q2', 'ann']
+        >>> placement_keys(["q1", "q2"], None)
+        ['q1', 'q2']
+    """
+    if groups is None:
+        return [str(u) for u in uids]
+    free = {str(v) for v in ungrouped_values or ()}
+    return [str(u) if str(g) in free else str(g) for u, g in zip(uids, groups, strict=True)]
+
+
 def new_state(
     assignment: dict[str, list[int]],
     sequences: Mapping[int, list[list[int]]],

@@ -57,6 +57,14 @@ class S3TConfig(UnlearnConfig):
             "None: by uid (official)."
         },
     )
+    ungrouped_values: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Values of `group_column` that are not one group: each of their rows is placed by its own uid "
+            "(e.g. ['world', 'real'] for general-knowledge QA that no deletion request names as a whole), so they "
+            "spread over every slice instead of filling one. Needs `group_column`."
+        },
+    )
     cumulative: bool = field(
         default=True,
         metadata={"help": "Stage t trains on slices pi(1..t) (official); False: on slice pi(t) only (ablation)."},
@@ -146,6 +154,14 @@ class S3TConfig(UnlearnConfig):
         if isinstance(self.lora, dict) and "layers_to_transform" in self.lora:
             raise ValueError("lora must not set layers_to_transform: S3T sets it per stage")
         check_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        if self.ungrouped_values is not None:
+            if self.group_column is None:
+                raise ValueError(
+                    f"ungrouped_values={self.ungrouped_values!r} needs group_column (rows are already placed by uid)"
+                )
+            if isinstance(self.ungrouped_values, str) or not all(isinstance(v, str) for v in self.ungrouped_values):
+                raise ValueError(f"ungrouped_values must be a list of strings, got {self.ungrouped_values!r}")
+            self.ungrouped_values = list(self.ungrouped_values)
         if self.sequences is not None:
             self.sequences = (
                 {int(k): v for k, v in self.sequences.items()} if isinstance(self.sequences, dict) else self.sequences

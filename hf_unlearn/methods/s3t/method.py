@@ -49,9 +49,9 @@ class S3T(UnlearningMethod):
     gradnorm_not_applicable = "GradNorm MIA not applicable to an S3T ensemble"
     # Slices are assigned per author (group_column="author_id"): a deletion request names a person, so all of that
     # person's data sits in one slice and the request cuts one slice instead of every one.
-    # Tried on the pretrained demo base: r 32, lr 1e-2, 10 epochs per stage lowered retain NLL (1.36 -> 0.76) but
-    # not model utility (0.43 -> 0.36) and made S3T training ~3x slower; kept the former recipe (issue 14). Why:
-    # docs/methods/s3t.md, "Recipe on the tiny base" (benchmarks/s3t_demo_recipe.py).
+    # The demo setting overrides these on its pretrained tiny base (general-knowledge QA spread by uid, full-rank
+    # LoRA, lr 1e-2, 5 epochs per stage): docs/methods/s3t.md, "Recipe on the tiny base"
+    # (benchmarks/s3t_demo_recipe.py).
     benchmark_defaults = {
         "n_shards": 1,
         "n_slices": 4,

@@ -51,6 +51,7 @@ from hf_unlearn.methods.s3t.bookkeeping import (
     assign_all,
     assign_uid,
     new_state,
+    placement_keys,
     served_chains,
     stage_blocks,
     stage_seed,
@@ -207,7 +208,8 @@ class S3TModel(StageTrainingMixin, ServingMixin, PersistenceMixin, nn.Module):
         ds = load_examples(dataset)
         if config.group_column is not None and config.group_column not in ds.column_names:
             raise KeyError(f"group_column {config.group_column!r} not in the dataset's columns {ds.column_names}")
-        keys = list(ds[config.group_column] if config.group_column else ds[UID])
+        groups = ds[config.group_column] if config.group_column else None
+        keys = placement_keys(ds[UID], groups, config.ungrouped_values)
         assignment = assign_all(ds[UID], keys, config.n_shards, config.n_slices, config.seed)
         sequences = {
             j: config.sequences_for(j, config.seed) if shards is None or j in shards else []
