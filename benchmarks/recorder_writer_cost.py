@@ -4,8 +4,8 @@ On CPU, AmnesiacRecorder hands every step's flat update to a writer thread that 
 entries and writes one safetensors file. This script measures, for the update of benchmarks/recorders.py's model
 (tiny Llama 4 x 128, about 1.1M trainable entries, kappa 0.1):
 
-1. whether torch ops on a second Python thread start a second OpenMP team (OS threads of the process before and
-   after one parallel torch op on a new thread, against a numpy op on a new thread);
+1. whether torch ops on a second Python thread start a second OpenMP team (the OS threads the process gains, beyond
+   the new thread itself, while one parallel torch op runs on a new thread, against a numpy op);
 2. the CPU time (``time.thread_time``, so other processes' load does not count) of one step's selection with the
    torch path (``AmnesiacRecorder._select``) and the numpy path (``_select_host``), and of writing the step with
    ``safetensors.torch`` and ``safetensors.numpy`` (the same bytes), alternated, medians over ``--repeats``.
@@ -40,13 +40,13 @@ def _os_threads() -> int:
 
 
 def _threads_started_by(fn) -> int:
-    """OS threads the process gained while ``fn`` ran once on a new Python thread (the thread itself included)."""
+    """OS threads the process gained while ``fn`` ran once on a new Python thread, beyond that thread itself."""
     before = _os_threads()
     seen = []
     t = threading.Thread(target=lambda: (fn(), seen.append(_os_threads())))
     t.start()
     t.join()
-    return seen[0] - before
+    return seen[0] - before - 1
 
 
 def main() -> None:
@@ -65,9 +65,9 @@ def main() -> None:
     delta = torch.randn(numel) * 1e-3
     x = torch.randn(1_000_000)
     x.abs().gt(0.5).nonzero()  # the main thread's own OpenMP team exists before counting
-    threads = {
-        "torch_op_on_new_thread": _threads_started_by(lambda: x.abs().gt(0.5).nonzero()),
+    threads = {  # numpy first: a finished torch thread's OpenMP worker may linger and skew the next count
         "numpy_op_on_new_thread": _threads_started_by(lambda: np.flatnonzero(np.abs(x.numpy()) > 0.5)),
+        "torch_op_on_new_thread": _threads_started_by(lambda: x.abs().gt(0.5).nonzero()),
     }
     pt, _ = rec._select(delta)
     host = rec._select_host(delta)
@@ -97,7 +97,7 @@ def main() -> None:
         "trainable_entries": numel,
         "kappa": a.kappa,
         "torch_threads": torch.get_num_threads(),
-        "os_threads_started": threads,
+        "extra_os_threads_started": threads,  # beyond the new thread itself: its own OpenMP workers
         "cpu_ms_per_step_median": {k: round(v, 3) for k, v in med.items()},
         "writer_cpu_ms_per_step": {
             "torch": round(med["select_torch"] + med["save_torch"], 3),
