@@ -8,7 +8,7 @@ only, recording and the final flush included). Peak memory (RSS, or CUDA peak on
 Also reported: the median over pairs of the within-pair ratio, and the same ratios for the process CPU time
 (``time.process_time`` over the run, every thread: the training threads and the recorders' background writer). On a
 loaded machine the CPU time is the steadier measure of the work the recorders add; on an idle 2-core machine, where
-training already keeps both cores busy, added CPU time shows up as wall time.
+training already keeps both cores busy, added CPU time tends to show up as wall time.
 
 Usage:
     python benchmarks/recorders.py [--repeats 5]          # 4 x 128 llama (the cpu-tiny shape), 128 examples, 3 epochs
