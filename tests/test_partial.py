@@ -504,3 +504,73 @@ def test_topk_flat_indices_cpu_fast_path_is_exact():
             for frac in (0.0001, 0.01, 0.1, 0.2):
                 k = top_fraction_count(frac, n)
                 assert torch.equal(topk_flat_indices(x, k), reference(x, k)), (n, name, frac)
+
+
+def test_topk_flat_indices_numpy_selects_what_torch_selects():
+    """The numpy selection (the recorder's writer thread) equals an independent stable-argsort reference."""
+    import numpy as np
+
+    from hf_unlearn.methods.partial.masks import topk_flat_indices_numpy
+
+    def reference(flat, k):  # stable sort by descending value: ties keep the lower index first
+        return torch.sort(torch.argsort(-flat, stable=True)[:k]).values
+
+    g = torch.Generator().manual_seed(1)
+    for n in (100, 8192, 50000):
+        base = torch.randn(n, generator=g).abs()
+        cases = {
+            "random": base,
+            "ascending": base.sort().values,
+            "descending": base.sort(descending=True).values,
+            "ties": (base * 3).round(),
+            "constant": torch.ones(n),
+        }
+        for name, x in cases.items():
+            for frac in (0.0001, 0.01, 0.1, 0.2, 0.5, 1.0):
+                k = top_fraction_count(frac, n)
+                got = topk_flat_indices_numpy(x.numpy(), k)
+                assert got.dtype == np.int64
+                assert torch.equal(torch.from_numpy(got), reference(x, k)), (n, name, frac)
+                bits = x.numpy().view(np.int32)  # non-negative floats: the bit patterns order like the values
+                assert torch.equal(torch.from_numpy(topk_flat_indices_numpy(bits, k)), reference(x, k))
+    assert topk_flat_indices_numpy(np.zeros(5, dtype=np.int32), 0).size == 0
+
+
+@pytest.mark.parametrize("kappa", [0.1, 0.3, 1.0])
+@pytest.mark.parametrize("value_dtype", ["float16", "float32"])
+def test_amnesiac_host_selection_is_bitwise_the_torch_selection(tmp_path, kappa, value_dtype):
+    """The writer's numpy path records exactly what the torch path (_select) records, down to the file bytes."""
+    shapes = {"a": (128, 300), "b": (64,), "c": (3, 5000), "d": (7,)}
+    rec = AmnesiacRecorder(tmp_path / "rec", kappa=kappa, value_dtype=value_dtype)
+    rec._params = {n: torch.nn.Parameter(torch.zeros(s)) for n, s in shapes.items()}
+    numel = sum(math.prod(s) for s in shapes.values())
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(numel, generator=g) * 1e-3
+    delta[::3] = (delta[::3] * 1e3).round() / 1e3  # many exact ties in magnitude, of both signs, at the threshold
+    delta[1::11] = -delta[1::11]
+    delta[2::13] = 0.0
+    delta[3::17] = -0.0
+    delta[4::19] = torch.randn(len(delta[4::19]), generator=g) * 1e-6  # float16 subnormals
+    delta[5::23] = 7e4  # float16 overflow (inf), and the largest magnitudes
+    delta[6::29] = float("inf")
+    host = rec._select_host(delta)
+    assert host is not None
+    ref_tensors, ref_entries = rec._select(delta)
+    tensors, entries = host
+    assert entries == ref_entries and list(tensors) == list(ref_tensors)
+    for key, ref in ref_tensors.items():
+        got = torch.from_numpy(tensors[key])
+        assert got.dtype == ref.dtype and got.shape == ref.shape, key
+        assert torch.equal(got.view(torch.uint8), ref.contiguous().view(torch.uint8)), key  # bitwise
+    from safetensors.numpy import save_file as save_np
+    from safetensors.torch import save_file as save_pt
+
+    save_np(tensors, str(tmp_path / "np.safetensors"))
+    save_pt(ref_tensors, str(tmp_path / "pt.safetensors"))
+    assert (tmp_path / "np.safetensors").read_bytes() == (tmp_path / "pt.safetensors").read_bytes()
+    # a NaN (whose place in the order torch.topk defines) and non-float32 updates go to the torch path
+    if kappa < 1:
+        nan = delta.clone()
+        nan[10] = float("nan")
+        assert rec._select_host(nan) is None
+    assert rec._select_host(delta.double()) is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import TrainerCallback
 
@@ -92,6 +93,55 @@ def _candidates(flat: torch.Tensor, k: int) -> torch.Tensor | None:
     t = torch.topk(sample, r, sorted=False).values.min()
     cand = (flat >= t).nonzero().squeeze(1)
     return cand if cand.numel() >= k else None
+
+
+def topk_flat_indices_numpy(magnitudes: np.ndarray, k: int) -> np.ndarray:
+    """:func:`topk_flat_indices` for a 1-D host array of magnitudes, with numpy only (no torch thread pool).
+
+    Selects exactly what :func:`topk_flat_indices` selects: every entry strictly above the ``k``-th largest value,
+    then the lowest-index entries equal to it, as flat indices sorted ascending. numpy runs each call on the calling
+    thread and releases the GIL, so a background thread can run it beside training without starting a second
+    OpenMP team that competes with torch's intra-op threads.
+
+    Args:
+        magnitudes: 1-D array of a totally ordered dtype without NaN, e.g. the bit patterns of ``|x|`` of a float32
+            tensor viewed as int32 (for non-negative floats the integer order is the float order).
+        k: how many to keep (clamped to ``[0, size]``).
+
+    Returns:
+        int64 flat indices, sorted ascending.
+
+    Example:
+        >>> topk_flat_indices_numpy(np.array([1.0, 3.0, 2.0, 3.0, 2.0]), 3).tolist()
+        [1, 2, 3]
+    """
+    mag = magnitudes.reshape(-1)
+    n = mag.size
+    k = max(0, min(int(k), n))
+    if k == n:
+        return np.arange(n, dtype=np.int64)
+    if k == 0:
+        return np.empty(0, dtype=np.int64)
+    cand = None
+    if n >= 8192 and k <= n // 4:  # as _candidates: a strided sample gives a threshold a little below the k-th
+        sample = mag[:: max(1, n // 4096)]
+        m = sample.size
+        r = min(m, int(1.5 * k / n * m) + 16)
+        t = np.partition(sample, m - r)[m - r]  # the r-th largest of the sample
+        c = np.flatnonzero(mag >= t)
+        if c.size >= k:  # checked, so the selection stays exact whatever the sample saw
+            cand = c
+    if cand is None:
+        thr = np.partition(mag, n - k)[n - k]  # the k-th largest
+        idx = np.flatnonzero(mag >= thr)
+    else:
+        vals = mag[cand]
+        thr = np.partition(vals, vals.size - k)[vals.size - k]
+        idx = cand[vals >= thr]  # cand is ascending, so idx is too
+    if idx.size > k:  # more ties at the threshold than places left: the highest-index ties go
+        ties = np.flatnonzero(mag[idx] == thr)
+        idx = np.delete(idx, ties[k - idx.size :])
+    return idx.astype(np.int64, copy=False)
 
 
 def trainable_parameters(model: Any) -> dict[str, torch.nn.Parameter]:

@@ -39,13 +39,20 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Dataset
+from safetensors.numpy import save_file as save_numpy_file
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from hf_unlearn.data import UID, load_examples
-from hf_unlearn.methods.partial.masks import top_fraction_count, topk_flat_indices, trainable_parameters
+from hf_unlearn.methods.partial.masks import (
+    top_fraction_count,
+    topk_flat_indices,
+    topk_flat_indices_numpy,
+    trainable_parameters,
+)
 from hf_unlearn.models import unwrap
 from hf_unlearn.utils.atomic import atomic_write_text
 from hf_unlearn.utils.background import BackgroundWriter
@@ -55,6 +62,7 @@ STEPS_FILE = "steps.jsonl"
 MODEL_ATTR = "hf_unlearn_amnesiac_recording"  # set on the (unwrapped) model after recording: the folder
 COPY_MARK = "#copy"  # isolate_sensitive's fill copies are "<uid>#copy<k>"; the recorder files them under "<uid>"
 VALUE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+NUMPY_VALUE_DTYPES = {"float16": np.float16, "float32": np.float32}  # bfloat16 has no numpy dtype
 
 
 def _launch_rank() -> int:
@@ -191,7 +199,7 @@ class AmnesiacRecorder(TrainerCallback):
             event = torch.cuda.Event()
             event.record()
             self._writer.submit(self._write_step, tensors, entries, line, event)
-        else:  # on CPU the selection itself runs on the writer thread (a second core)
+        else:  # on CPU the selection itself runs on the writer thread (numpy there: see _select_host)
             self._writer.submit(self._write_delta, delta, line)
         self.record_seconds += time.perf_counter() - t0
 
@@ -229,15 +237,70 @@ class AmnesiacRecorder(TrainerCallback):
             entries += idx.numel()
         return tensors, entries
 
+    def _select_host(self, delta: torch.Tensor) -> tuple[dict[str, np.ndarray], int] | None:
+        """:meth:`_select` of a CPU float32 update with numpy: the same indices and values, bit for bit.
+
+        Runs on the writer thread. Torch ops there would start a second OpenMP team next to the training thread's
+        (on a machine whose cores training already fills, the two teams wait on each other at every parallel
+        region); numpy works on the calling thread only and releases the GIL. Magnitudes are compared as the int32
+        bit patterns of ``|delta|`` (the same order as the floats; one pass, no float ``abs`` copy), and the values
+        are cast with numpy's round-to-nearest-even float16 conversion, the same as torch's.
+
+        Returns:
+            ``(name -> array, entries)``, or None where the torch path must decide: another update dtype,
+            bfloat16 values, or a NaN in the update (whose order torch.topk defines).
+        """
+        if delta.dtype != torch.float32 or delta.device.type != "cpu" or self.value_dtype not in NUMPY_VALUE_DTYPES:
+            return None
+        flat = delta.numpy()
+        if self.kappa >= 1.0:
+            return self._dense_host(flat), flat.size
+        mag = flat.view(np.int32) & np.int32(0x7FFFFFFF)  # the sign bit cleared: |delta|'s bits, -0.0 -> 0
+        if mag.size and int(mag.max()) > 0x7F800000:  # above +inf's bit pattern: a NaN
+            return None
+        vdtype = NUMPY_VALUE_DTYPES[self.value_dtype]
+        tensors: dict[str, np.ndarray] = {}
+        entries = 0
+        start = 0
+        for name, p in self._params.items():
+            n = p.numel()
+            idx = topk_flat_indices_numpy(mag[start : start + n], top_fraction_count(self.kappa, n))
+            tensors[f"{name}::idx"] = idx.astype(np.int32 if n < 2**31 else np.int64)
+            with np.errstate(over="ignore"):  # |value| > 65504 becomes inf in float16, silently as in torch
+                tensors[f"{name}::val"] = flat[start : start + n][idx].astype(vdtype)
+            entries += idx.size
+            start += n
+        return tensors, entries
+
+    def _dense_host(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """kappa = 1: every tensor's whole slice of the update, in the value dtype."""
+        vdtype = NUMPY_VALUE_DTYPES[self.value_dtype]
+        tensors: dict[str, np.ndarray] = {}
+        start = 0
+        for name, p in self._params.items():
+            n = p.numel()
+            with np.errstate(over="ignore"):
+                tensors[f"{name}::dense"] = flat[start : start + n].astype(vdtype, copy=False)
+            start += n
+        return tensors
+
     def _write_delta(self, delta: torch.Tensor, line: dict[str, Any]) -> None:
-        tensors, entries = self._select(delta)
+        selected = self._select_host(delta)
+        tensors, entries = selected if selected is not None else self._select(delta)
         self._write_step(tensors, entries, line, None)
 
-    def _write_step(self, tensors: dict[str, torch.Tensor], entries: int, line: dict[str, Any], event: Any) -> None:
+    def _write_step(
+        self, tensors: dict[str, torch.Tensor] | dict[str, np.ndarray], entries: int, line: dict[str, Any], event: Any
+    ) -> None:
         if event is not None:
             event.synchronize()  # the device-to-host copies of this step are done (waits on this thread only)
-        save_file(tensors, str(self.output_dir / line["file"]))
-        nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        path = str(self.output_dir / line["file"])
+        if all(isinstance(t, np.ndarray) for t in tensors.values()):
+            save_numpy_file(tensors, path)  # the same bytes as safetensors.torch.save_file of the same tensors
+            nbytes = sum(t.nbytes for t in tensors.values())
+        else:
+            save_file(tensors, path)
+            nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
         line = {**line, "entries": entries, "bytes": nbytes}
         self.bytes_written += nbytes
         self.entries_written += entries
