@@ -423,6 +423,11 @@ class TrainConfig(ConfigBase, TrainingArguments):
             "aliases": ["--batch_size"],
         },
     )
+    max_steps: int = field(default=-1, metadata={"help": "If > 0: the number of optimizer steps (overrides epochs)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision."})
     warmup_steps: float = field(
         default=0,
         metadata={
