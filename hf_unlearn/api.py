@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,20 +36,18 @@ def build_config(method: str, config: Any = None, **kwargs: Any) -> tuple[Unlear
         TypeError: a config of another method's class. KeyError: unknown dict keys.
     """
     spec = get_method(method)
-    names = set(spec.config_cls.field_names())
+    names = set(spec.config_cls.option_names())  # fields and their aliases (num_epochs, batch_size, ...)
     cfg_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
     if config is None:
         return spec.config_cls(**cfg_kwargs), kwargs
     if isinstance(config, dict):
-        return spec.config_cls.from_dict({**config, **cfg_kwargs}), kwargs
+        spec.config_cls.check_names(config)  # unknown keys: the closest valid name
+        resolve = spec.config_cls.resolve_aliases  # keyword arguments win, whichever spelling either side used
+        return spec.config_cls.from_dict({**resolve(config), **resolve(cfg_kwargs)}), kwargs
     if not isinstance(config, spec.config_cls):
         raise TypeError(f"method {method!r} takes a {spec.config_cls.__name__}, got {type(config).__name__}")
     if cfg_kwargs:
-        config = (
-            copy.replace(config, **cfg_kwargs)
-            if hasattr(copy, "replace")
-            else type(config)(**{**config.__dict__, **cfg_kwargs})
-        )
+        config = dataclasses.replace(config, **spec.config_cls.resolve_aliases(cfg_kwargs))
     return config, kwargs
 
 
@@ -78,10 +77,18 @@ def check_options(method: str, kwargs: dict[str, Any]) -> None:
     """
     spec = get_method(method)
     # holdout= is a dispatcher argument: it reaches every method that trains through the shared engine (calibration)
-    valid = set(spec.config_cls.field_names()) | set(method_arguments(method)) | {"holdout"}
+    extra = set(method_arguments(method)) | {"holdout"}
+    valid = set(spec.config_cls.option_names()) | extra
     unknown = [k for k in kwargs if k not in valid]
     if unknown:
-        raise unknown_option_error(unknown, valid, f"option for method {method!r}:", hints=_DISPATCH_ARGS)
+        # the message lists our options; the TrainingArguments fields are suggested, and summed up in the note
+        raise unknown_option_error(
+            unknown,
+            set(spec.config_cls.listed_option_names()) | extra,
+            f"option for method {method!r}:",
+            hints=_DISPATCH_ARGS + tuple(sorted(valid)),
+            note=spec.config_cls.option_note(),
+        )
 
 
 def _resolve(role: str, spec: Any, train_dataset: Any, split: str | None) -> Any:

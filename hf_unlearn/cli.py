@@ -89,14 +89,24 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _parse_sets(pairs: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _parse_sets(pairs: list[str] | None, config_cls: Any = None) -> dict[str, Any]:
+    """``--set key=value`` pairs as typed values.
+
+    Config fields (and their aliases, e.g. ``num_epochs``) are parsed by ``transformers.HfArgumentParser`` from the
+    method's config dataclass (:meth:`hf_unlearn.config.ConfigBase.parse_overrides`), the same class a ``--config``
+    file fills, so the two cannot drift apart; other keys (a method's extra arguments) are read as JSON, else text.
+    """
+    raw: dict[str, str] = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise SystemExit(f"--set expects key=value, got {pair!r}")
         k, v = pair.split("=", 1)
-        out[k.strip()] = _parse_value(v)
-    return out
+        raw[k.strip()] = v
+    if config_cls is None:
+        return {k: _parse_value(v) for k, v in raw.items()}
+    names = set(config_cls.option_names())
+    typed = config_cls.parse_overrides({k: v for k, v in raw.items() if k in names})
+    return {**typed, **{k: _parse_value(v) for k, v in raw.items() if k not in names}}
 
 
 def _load_config_file(path: str | None) -> dict[str, Any]:
@@ -189,7 +199,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     import hf_unlearn
 
     _check_output_dir(args.output_dir)
-    cfg = {**_load_config_file(args.config), **_parse_sets(args.set)}
+    config_cls = hf_unlearn.get_method(args.method).config_cls  # ValueError naming the methods when unknown
+    file_cfg = config_cls.resolve_aliases(_load_config_file(args.config))  # the same field names as --set's
+    cfg = {**file_cfg, **_parse_sets(args.set, config_cls)}
     if args.forget is None and args.forget_uids is None:
         raise ValueError("name the examples to forget: --forget DATA or --forget-uids FILE (with --train-data)")
     forget: Any = args.forget
@@ -199,7 +211,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         forget = [u.strip() for u in Path(args.forget_uids).read_text().split() if u.strip()]
         if not forget:
             raise ValueError(f"--forget-uids {args.forget_uids} holds no uid")
-    if "disable_tqdm" in hf_unlearn.get_method(args.method).config_cls.field_names():
+    if "disable_tqdm" in config_cls.field_names():
         cfg.setdefault("disable_tqdm", False)  # one progress bar for the unlearning phase
     res = hf_unlearn.unlearn(
         args.model,

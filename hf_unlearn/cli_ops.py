@@ -181,8 +181,11 @@ def _ledger_action(args: argparse.Namespace, led: Any, action: str) -> int:
     elif action == "apply":
         from hf_unlearn.cli import _load_config_file, _parse_sets
         from hf_unlearn.ledger import apply_unlearning
+        from hf_unlearn.registry import get_method
 
-        cfg = {**_load_config_file(args.config), **_parse_sets(args.set)}
+        method = (led.get(args.request_id) or {}).get("method")
+        config_cls = get_method(method).config_cls if method else None  # --set typed by the method's config
+        cfg = {**_load_config_file(args.config), **_parse_sets(args.set, config_cls)}
         rec = apply_unlearning(
             led,
             args.request_id,

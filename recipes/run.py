@@ -116,7 +116,36 @@ def apply_overrides(recipe: dict[str, Any], extra: list[str]) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"cannot set {key!r}: {p!r} is not a mapping")
-        node[parts[-1]] = parse_value(value)
+        # a method option stays text here: load_recipe types it with the method's config (HfArgumentParser)
+        node[parts[-1]] = _OptionText(value) if parts[0] == "method_config" and len(parts) == 2 else parse_value(value)
+    return out
+
+
+class _OptionText(str):
+    """The text of a ``--method_config.<option>`` override, typed later by the method's config dataclass."""
+
+
+def type_method_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the ``--method_config.*`` texts typed: config fields (and aliases) by
+    ``transformers.HfArgumentParser`` from the method's config dataclass, the same class the YAML values fill (and
+    ``hf-unlearn unlearn --set`` parses with); other keys (a recorder's options, ``per_device_batch_size``) as YAML.
+    """
+    from hf_unlearn.registry import get_method
+
+    if not isinstance(options, dict):
+        return options  # check_recipe names the bad value
+    texts = {k: str(v) for k, v in options.items() if isinstance(v, _OptionText)}
+    if not texts:
+        return options
+    cls = get_method(method).config_cls  # ValueError listing the methods when unknown
+    names = set(cls.option_names())
+    try:
+        typed = cls.parse_overrides({k: v for k, v in texts.items() if k in names})
+    except ValueError as err:
+        raise ValueError(f"recipe method_config of {method!r}: {err}") from err
+    out = dict(options)
+    for k, text in texts.items():
+        out[k] = typed[cls.aliases.get(k, k)] if k in names else parse_value(text)  # keep the name as written
     return out
 
 
@@ -144,6 +173,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         recipe[key] = value
     if not recipe["method"]:
         raise ValueError("the recipe names no method (set `method:`); see `hf-unlearn methods`")
+    recipe["method_config"] = type_method_options(recipe["method"], recipe["method_config"])
     check_recipe(recipe)
     return recipe
 

@@ -91,6 +91,33 @@ def prepare(out: str | os.PathLike) -> dict[str, Any]:
     return {"target": str(out / "target"), "base": str(out / "base"), "amnesiac": str(out / "amnesiac")}
 
 
+#: Runs configured through the method's config object with HF TrainingArguments names and fields (issue 16): name ->
+#: (method, config fields). ``optim="sgd"`` changes the result (so it must have reached the Trainer on every rank);
+#: gradient checkpointing does not change the math.
+CONFIG_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "grad_diff+training_args": (
+        "grad_diff",
+        {
+            "optim": "sgd",
+            "gradient_checkpointing": True,
+            "gradient_checkpointing_kwargs": {"use_reentrant": False},
+            "adam_beta1": 0.5,  # unused by SGD: a field that is carried, not applied
+        },
+    ),
+}
+
+
+def config_run(name: str, world: int) -> tuple[str, Any]:
+    """``(method, config object)`` of a :data:`CONFIG_RUNS` entry for a ``world``-process run: the method's config
+    class built with HF names (``num_train_epochs``, ``per_device_train_batch_size``) and the extra fields."""
+    from hf_unlearn.registry import get_method
+
+    method, fields = CONFIG_RUNS[name]
+    base = method_config(method, world)
+    hf = {"num_train_epochs": base.pop("num_epochs"), "per_device_train_batch_size": base.pop("batch_size")}
+    return method, get_method(method).config_cls(**base, **hf, **fields)
+
+
 def method_config(method: str, world: int) -> dict[str, Any]:
     """The config of ``method`` for a ``world``-process run: same global batch, 2 optimizer steps.
 
@@ -136,34 +163,43 @@ def run(prep: str | os.PathLike, out: str | os.PathLike, methods: list[str] | No
     forget, retain = bench[FORGET_SPLIT], bench[RETAIN_SPLIT]
     target = AutoModelForCausalLM.from_pretrained(prep / "target").eval()
     tok = AutoTokenizer.from_pretrained(prep / "target")
-    todo = [m for m in (methods or hf_unlearn.list_methods()) if m not in SKIP]
+    todo = [m for m in (methods or [*hf_unlearn.list_methods(), *CONFIG_RUNS]) if m not in SKIP]
     summary: dict[str, Any] = {"num_processes": world, "methods": {}}
-    for method in todo:
-        cfg = method_config(method, world)
+    for name in todo:
+        config = None
+        if name in CONFIG_RUNS:
+            method, config = config_run(name, world)
+            cfg: dict[str, Any] = {}
+        else:
+            method, cfg = name, method_config(name, world)
         kw: dict[str, Any] = {}
         if method == "partial_amnesiac":
             kw["recording"] = str(prep / "amnesiac")
         if method == "retrain":
             kw["base_model"] = AutoModelForCausalLM.from_pretrained(prep / "base")
         if state.is_main_process:
-            print(f"[multiproc_driver] {method} on {world} process(es)", flush=True)
+            print(f"[multiproc_driver] {name} on {world} process(es)", flush=True)
         t0 = time.perf_counter()
-        res = hf_unlearn.unlearn(copy.deepcopy(target), forget, retain, method=method, tokenizer=tok, **kw, **cfg)
+        res = hf_unlearn.unlearn(
+            copy.deepcopy(target), forget, retain, method=method, config=config, tokenizer=tok, **kw, **cfg
+        )
         model = res.model
+        checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-        summary["methods"][method] = {
+        summary["methods"][name] = {
             "seconds": time.perf_counter() - t0,
             "hash": weights_hash(sd),
             "steps": res.details.get("steps"),
-            "config": cfg,
+            "config": cfg if config is None else res.config.to_dict(),
+            "gradient_checkpointing": checkpointing,
         }
         if state.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
-            save_file(sd, str(out / f"{method}.safetensors"))
-        (out / f"hash_rank{state.process_index}_{method}.txt").parent.mkdir(parents=True, exist_ok=True)
-        (out / f"hash_rank{state.process_index}_{method}.txt").write_text(summary["methods"][method]["hash"])
+            save_file(sd, str(out / f"{name}.safetensors"))
+        (out / f"hash_rank{state.process_index}_{name}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (out / f"hash_rank{state.process_index}_{name}.txt").write_text(summary["methods"][name]["hash"])
     if state.is_main_process:
         (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     state.wait_for_everyone()

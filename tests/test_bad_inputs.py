@@ -50,6 +50,13 @@ API_CASES = [
         (f"misspelled-option-{m}", lambda e, m=m: _unlearn(e, method=m, learnig_rate=1e-3), KeyError,
          "'learnig_rate' (did you mean 'learning_rate'?)")
         for m in METHODS
+        if "learning_rate" in hf_unlearn.get_method(m).config_cls.option_names()  # SSD trains nothing: no lr
+    ],
+    *[
+        (f"misspelled-option-{m}", lambda e, m=m: _unlearn(e, method=m, max_lenght=64), KeyError,
+         "'max_lenght' (did you mean 'max_length'?)")
+        for m in METHODS
+        if "learning_rate" not in hf_unlearn.get_method(m).config_cls.option_names()
     ],
     ("misspelled-config-dict", lambda e: _unlearn(e, config={"num_epoch": 1}), KeyError, "did you mean 'num_epochs'"),
     ("misspelled-method-arg", lambda e: _unlearn(e, method="retrain", base_modle=e.model), KeyError,

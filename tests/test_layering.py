@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 import hf_unlearn
-from hf_unlearn.config import UnlearnConfig
+from hf_unlearn.config import MethodConfig, UnlearnConfig
 from hf_unlearn.registry import MethodSpec, Paper, get_method, register_method
 
 ROOT = Path(hf_unlearn.__file__).parent
@@ -117,7 +117,7 @@ def test_method_class_describes_itself(name):
     spec = get_method(name)
     cls = spec.method_cls
     assert cls.name == name and cls.config_cls is spec.config_cls
-    assert issubclass(spec.config_cls, UnlearnConfig)
+    assert issubclass(spec.config_cls, (UnlearnConfig, MethodConfig))  # a Trainer method or one that trains nothing
     assert isinstance(spec.paper, str) and spec.paper
     assert isinstance(spec.description, str) and len(spec.description) > 40
     assert spec.reference is None or (isinstance(spec.reference, Paper) and spec.reference.arxiv)
@@ -248,3 +248,12 @@ def test_declared_benchmark_inputs(monkeypatch, method, expected):
         ctx.recorders = {}
         builtin_runners()[method].run(ctx)
         assert calls[1][1]["score"] == "loss" and calls[1][1]["recorder"] is None
+
+
+def test_split_naming_has_one_implementation():
+    """``paired_splits`` is defined once (the benchmark's data module); the protocol re-exports that function."""
+    from hf_unlearn.benchmarks import fictitious_authors
+    from hf_unlearn.protocol import paired_splits, settings
+
+    assert paired_splits is settings.paired_splits is fictitious_authors.paired_splits
+    assert "def paired_splits" not in inspect.getsource(settings)

@@ -72,7 +72,7 @@ def runs(tmp_path_factory, script):
 def test_two_processes_really_ran(runs):
     _, driver, s1, s2 = runs
     assert (s1["num_processes"], s2["num_processes"]) == (1, 2)
-    expected = sorted(set(hf_unlearn.list_methods()) - set(driver.SKIP))
+    expected = sorted((set(hf_unlearn.list_methods()) - set(driver.SKIP)) | set(driver.CONFIG_RUNS))
     assert sorted(s1["methods"]) == sorted(s2["methods"]) == expected
     assert s2["methods"]["grad_ascent"]["config"]["gradient_accumulation_steps"] == 1
     assert s1["methods"]["grad_ascent"]["config"]["gradient_accumulation_steps"] == 2
@@ -103,3 +103,26 @@ def test_method_matches_single_process(runs, method):
         assert not bad, f"{method}: 1 and 2 processes differ in {bad[:3]} (max |diff| " + str(
             max((one[k] - two[k]).abs().max().item() for k in bad)
         ) + ")"
+
+
+def test_retain_method_configured_through_training_arguments_matches_single_process(runs):
+    """grad_diff (a retain set) built as ``GradDiffConfig(num_train_epochs=..., per_device_train_batch_size=...,
+    optim="sgd", gradient_checkpointing=True, ...)``: on 2 processes the fields reach every rank's Trainer (SGD gives
+    other weights than the default AdamW run, checkpointing is on) and the result equals 1 process, bitwise."""
+    root, driver, s1, s2 = runs
+    from safetensors.torch import load_file
+
+    name = "grad_diff+training_args"
+    for s in (s1, s2):
+        run = s["methods"][name]
+        assert run["config"]["optim"] == "sgd" and run["config"]["gradient_checkpointing"] is True
+        assert run["gradient_checkpointing"] is True and run["steps"] == s["methods"]["grad_diff"]["steps"]
+    assert s1["methods"][name]["config"]["gradient_accumulation_steps"] == 2
+    assert s2["methods"][name]["config"]["gradient_accumulation_steps"] == 1
+    ranks = [(root / "two" / f"hash_rank{r}_{name}.txt").read_text() for r in (0, 1)]
+    assert ranks[0] == ranks[1] == s2["methods"][name]["hash"]
+    one = load_file(str(root / "one" / f"{name}.safetensors"))
+    two = load_file(str(root / "two" / f"{name}.safetensors"))
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    default = load_file(str(root / "one" / "grad_diff.safetensors"))
+    assert any(not torch.equal(one[k], default[k]) for k in one)  # optim="sgd" was applied, not dropped

@@ -31,7 +31,9 @@ class UnlearningMethod:
 
     Attributes:
         name: registry name.
-        config_cls: the method's config dataclass (a subclass of :class:`~hf_unlearn.config.UnlearnConfig`).
+        config_cls: the method's config dataclass: a subclass of :class:`~hf_unlearn.config.UnlearnConfig` (a
+            ``TrainingArguments``) for a method that trains through a Trainer, else of
+            :class:`~hf_unlearn.config.MethodConfig`.
         paper: one-line citation shown in docs, the CLI and certificates.
         reference: the paper's bibliographic record (model cards' citation); None without a paper.
         description: the method paragraph of model cards.
@@ -81,13 +83,46 @@ class UnlearningMethod:
     retrained_row: ClassVar[bool] = False
     calibrated_variant: ClassVar[bool] = False
 
+    #: The Trainer of a loss-based method (an ``UnlearnTrainer`` subclass): then the default :meth:`unlearn` trains
+    #: it through the shared engine, handing it the config fields named in ``trainer_arguments``.
+    trainer_cls: ClassVar[type | None] = None
+    trainer_arguments: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, config: UnlearnConfig):
         self.config = config
 
     def unlearn(
         self, model: Any, tokenizer: Any, forget: Dataset, retain: Dataset | None = None, **kwargs: Any
     ) -> MethodOutput:
-        raise NotImplementedError
+        if self.trainer_cls is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement unlearn() or set trainer_cls")
+        return self.train_unlearning(model, tokenizer, forget, retain)
+
+    def train_unlearning(
+        self, model: Any, tokenizer: Any, forget: Any, retain: Any = None, **extra: Any
+    ) -> MethodOutput:
+        """The glue every loss-based method shares: :func:`~hf_unlearn.training.engine.run_unlearning` of
+        ``trainer_cls`` with the config, the retain set paired unless ``config.retain_loss == "none"``, the config
+        fields named in ``trainer_arguments`` (and ``extra``) as trainer keyword arguments.
+
+        Returns:
+            :class:`MethodOutput` with the engine's report as ``details`` and its token count.
+        """
+        from hf_unlearn.training.engine import run_unlearning  # methods build on training; keep the base light
+
+        c = self.config
+        model, info = run_unlearning(
+            self.trainer_cls,
+            model,
+            tokenizer,
+            forget,
+            retain,
+            c,
+            use_retain=getattr(c, "retain_loss", "nll") != "none",
+            **{name: getattr(c, name) for name in self.trainer_arguments},
+            **extra,
+        )
+        return MethodOutput(model=model, details=info, tokens_processed=info["tokens"])
 
     # ------------------------------------------------------------------------------------ benchmark protocol
     @classmethod

@@ -1,17 +1,12 @@
-"""Benchmark settings: one :class:`Setting` per configuration, and the forget/retain/holdout split naming."""
+"""Benchmark settings: one :class:`Setting` per configuration; the forget/retain/holdout split naming
+(:func:`paired_splits`) is the benchmark's own (:mod:`hf_unlearn.benchmarks.fictitious_authors`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def paired_splits(forget_split: str) -> tuple[str, str]:
-    """The retain and holdout splits that go with a forget split: ``"forget05"`` -> ``("retain95", "holdout05")``."""
-    pct = forget_split[len("forget") :]
-    if not forget_split.startswith("forget") or not pct.isdigit() or not 0 < int(pct) < 100:
-        raise ValueError(f"not a forget split name (forgetNN, 0 < NN < 100): {forget_split!r}")
-    return f"retain{100 - int(pct)}", f"holdout{pct}"
+from hf_unlearn.benchmarks.fictitious_authors import paired_splits  # one implementation; re-exported here
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The shared engine of the loss-based unlearning methods (baselines, partial updates, RUM's NegGrad+).
 
 ``run_unlearning`` tokenizes the forget/retain sets, pairs them, optionally attaches a fresh LoRA adapter,
-builds TrainingArguments from an :class:`~hf_unlearn.config.UnlearnConfig`, and trains an
+hands the method's :class:`~hf_unlearn.config.UnlearnConfig` (a ``TrainingArguments``) to an
 :class:`~hf_unlearn.training.trainer.UnlearnTrainer` subclass.
 """
 
@@ -27,7 +27,6 @@ from hf_unlearn.data import (
     tokenize_any,
 )
 from hf_unlearn.training.calibration import build_calibration, current_holdout
-from hf_unlearn.training.finetune import training_arguments
 from hf_unlearn.training.guard import DivergenceGuard
 from hf_unlearn.training.lora import is_peft_model, make_lora_config
 from hf_unlearn.training.losses import sequence_nll
@@ -165,26 +164,7 @@ def run_unlearning(
         calibration = build_calibration(config, collator_for(tokenizer), eval_tok, retain_tok, holdout_tok)
     scratch = config.output_dir or tempfile.mkdtemp(prefix="hf_unlearn_ul_")
     try:
-        args = training_arguments(
-            scratch,
-            num_epochs=config.num_epochs,
-            learning_rate=config.learning_rate,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            max_steps=config.max_steps,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            weight_decay=config.weight_decay,
-            warmup_ratio=config.warmup_ratio,
-            max_grad_norm=config.max_grad_norm,
-            logging_steps=config.logging_steps,
-            disable_tqdm=config.disable_tqdm,
-            bf16=config.bf16,
-            **{
-                "lr_scheduler_type": "constant" if not config.warmup_ratio else "linear",
-                "include_num_input_tokens_seen": "no",
-                **(config.training_args or {}),  # e.g. gradient_checkpointing, optim, fsdp, deepspeed
-            },
-        )
+        args = config.training_arguments(scratch)  # every TrainingArguments field of the config reaches the Trainer
         trainer = trainer_cls(
             model=model,
             args=args,

@@ -65,10 +65,23 @@ def training_arguments(
     bf16: bool = False,
     **extra: Any,
 ) -> TrainingArguments:
-    """TrainingArguments for hf_unlearn runs: no checkpoints, no reporting, uid columns kept, CPU when no GPU."""
-    warmup_steps = extra.pop("warmup_steps", None)
-    args = dict(
-        output_dir=output_dir,
+    """TrainingArguments for hf_unlearn runs (no checkpoints, no reporting, uid columns kept, CPU when no GPU):
+    :meth:`hf_unlearn.config.TrainConfig.training_arguments` of a config built from these keywords.
+
+    Args:
+        output_dir: the Trainer's scratch folder.
+        num_epochs, learning_rate, batch_size, seed, ...: the recipe (``warmup_steps`` in ``extra`` wins over
+            ``warmup_ratio``).
+        **extra: any other ``TrainingArguments`` field.
+
+    Example:
+        >>> training_arguments("/tmp/ft", num_epochs=1, learning_rate=1e-3, batch_size=2, seed=0).data_seed
+        0
+    """
+    from hf_unlearn.config import TrainConfig
+
+    warmup = extra.pop("warmup_steps", None)
+    cfg = TrainConfig(
         num_train_epochs=num_epochs,
         max_steps=max_steps,
         learning_rate=learning_rate,
@@ -76,26 +89,17 @@ def training_arguments(
         per_device_eval_batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,
         weight_decay=weight_decay,
+        warmup_steps=warmup if warmup is not None else warmup_ratio,
         lr_scheduler_type=lr_scheduler_type,
         max_grad_norm=max_grad_norm,
         seed=seed,
-        data_seed=seed,
         logging_steps=logging_steps,
-        save_strategy="no",
-        report_to="none",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
         disable_tqdm=disable_tqdm,
         bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
         include_num_input_tokens_seen="non_padding",
+        **extra,
     )
-    if warmup_steps is not None:
-        args["warmup_steps"] = warmup_steps
-    elif warmup_ratio:
-        args["warmup_steps"] = warmup_ratio  # transformers 5: a float < 1 is a ratio of the total steps
-    args.update(extra)
-    return TrainingArguments(**args)
+    return cfg.training_arguments(output_dir)
 
 
 def _check_recipe(*, num_epochs: Any, max_steps: Any, learning_rate: Any, batch_size: Any) -> None:

@@ -21,7 +21,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hf_unlearn.data.loading import UID
 from hf_unlearn.training.guard import DivergenceGuard
-from hf_unlearn.training.losses import batch_nll
+from hf_unlearn.training.losses import batch_nll, kl_to_reference
 
 
 class UidTrainer(Trainer):
@@ -172,6 +172,31 @@ class UnlearnTrainer(UidTrainer):
     def nll(self, model, batch: dict[str, Any]) -> tuple[torch.Tensor, Any]:
         out = model(**model_inputs(batch))
         return batch_nll(out.logits, batch["labels"]), out
+
+    def reference(self) -> Any:
+        """The frozen reference of KL terms (a :class:`~hf_unlearn.training.engine.ReferenceModel` in
+        ``self.reference_mode``), built on first use from the unwrapped model (DDP-safe); a subclass may set
+        ``self._reference`` itself."""
+        if getattr(self, "_reference", None) is None:
+            from hf_unlearn.training.engine import ReferenceModel  # engine builds on this module
+
+            self._reference = ReferenceModel(self.model, self.reference_mode)
+        return self._reference
+
+    def retain_term(self, model, retain: dict[str, Any], kind: str = "nll") -> torch.Tensor:
+        """The retain term every retain-set method shares: the token-mean NLL of the retain batch (``"nll"``) or
+        the KL divergence from the reference's next-token distribution on it (``"kl"``).
+
+        Raises:
+            ValueError: an unknown ``kind``.
+        """
+        if kind == "nll":
+            return self.nll(model, retain)[0]
+        if kind != "kl":
+            raise ValueError(f"retain term must be 'nll' or 'kl', got {kind!r}")
+        ref_logits = self.reference().logits(model, retain)
+        logits = model(**model_inputs(retain)).logits
+        return kl_to_reference(logits, ref_logits, retain["labels"])
 
     def unlearning_loss(self, model, forget: dict[str, Any], retain: dict[str, Any] | None) -> torch.Tensor:
         raise NotImplementedError

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
-from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
+from hf_unlearn.methods.base import UnlearningMethod
 from hf_unlearn.registry import Paper
-from hf_unlearn.training.engine import ReferenceModel, run_unlearning
-from hf_unlearn.training.losses import kl_to_reference
-from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
+from hf_unlearn.training.trainer import UnlearnTrainer
 
 
 @dataclass
@@ -31,17 +29,6 @@ class GradDiffConfig(UnlearnConfig):
         check_range("alpha", self.alpha, 0)
 
 
-def retain_term(trainer: UnlearnTrainer, model: Any, retain: dict[str, Any], kind: str) -> Any:
-    """NLL of the retain batch, or KL to the trainer's reference on it."""
-    if kind == "nll":
-        return trainer.nll(model, retain)[0]
-    if getattr(trainer, "_reference", None) is None:
-        trainer._reference = ReferenceModel(model, trainer.reference_mode)
-    ref_logits = trainer._reference.logits(model, retain)
-    logits = model(**model_inputs(retain)).logits
-    return kl_to_reference(logits, ref_logits, retain["labels"])
-
-
 class GradDiffTrainer(UnlearnTrainer):
     def __init__(self, *args: Any, retain_loss: str = "nll", gamma: float = 1.0, alpha: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -49,7 +36,7 @@ class GradDiffTrainer(UnlearnTrainer):
 
     def unlearning_loss(self, model, forget, retain):
         forget_nll, _ = self.nll(model, forget)
-        return -self.gamma * forget_nll + self.alpha * retain_term(self, model, retain, self.retain_loss)
+        return -self.gamma * forget_nll + self.alpha * self.retain_term(model, retain, self.retain_loss)
 
 
 class GradDiff(UnlearningMethod):
@@ -70,17 +57,5 @@ class GradDiff(UnlearningMethod):
     needs_retain = True
     paper = "Liu et al., Continual Learning and Private Unlearning (CoLLAs 2022); TOFU (arXiv 2401.06121) baseline"
 
-    def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:
-        c = self.config
-        model, info = run_unlearning(
-            GradDiffTrainer,
-            model,
-            tokenizer,
-            forget,
-            retain,
-            c,
-            retain_loss=c.retain_loss,
-            gamma=c.gamma,
-            alpha=c.alpha,
-        )
-        return MethodOutput(model=model, details=info, tokens_processed=info["tokens"])
+    trainer_cls = GradDiffTrainer
+    trainer_arguments = ("retain_loss", "gamma", "alpha")

@@ -32,10 +32,9 @@ import torch.nn.functional as F
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 from hf_unlearn.data import UID, collator_for, encode_qa, tokenize_any
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
-from hf_unlearn.methods.grad_diff.method import retain_term
 from hf_unlearn.methods.idk_dpo.refusals import REFUSALS
 from hf_unlearn.registry import Paper
-from hf_unlearn.training.engine import ReferenceModel, precompute_sequence_nll, prepare_model, run_unlearning
+from hf_unlearn.training.engine import ReferenceModel, precompute_sequence_nll, prepare_model
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
 
@@ -178,7 +177,7 @@ class IdkDPOTrainer(UnlearnTrainer):
         )
         loss = self.forget_weight * dpo_loss(nll_chosen, ref_nll_chosen, nll_rejected, ref_nll_rejected, self.beta)
         if self.retain_loss != "none" and retain is not None:
-            loss = loss + self.alpha * retain_term(self, model, retain, self.retain_loss)
+            loss = loss + self.alpha * self.retain_term(model, retain, self.retain_loss)
         return loss
 
 
@@ -206,6 +205,9 @@ class IdkDPO(UnlearningMethod):
         "(arXiv 2401.06121)"
     )
 
+    trainer_cls = IdkDPOTrainer
+    trainer_arguments = ("max_length", "template", "seed", "beta", "forget_weight", "alpha", "retain_loss")
+
     def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:
         c = self.config
         cols = set(forget.column_names)
@@ -223,26 +225,15 @@ class IdkDPO(UnlearningMethod):
                 ref_nll = precompute_sequence_nll(model, forget_tok, collate, c.batch_size)
         else:
             ref_nll = precompute_sequence_nll(model, forget_tok, collate, c.batch_size)
-        model, info = run_unlearning(
-            IdkDPOTrainer,
+        return self.train_unlearning(
             model,
             tokenizer,
             forget_tok,
             retain,
-            c,
-            use_retain=c.retain_loss != "none",
             model_ready=True,
             reference_mode=ref_mode,
             questions=questions,
             refusals=load_refusals(c.refusals),
             ref_nll=ref_nll,
             refusal_tokenizer=tokenizer,
-            max_length=c.max_length,
-            template=c.template,
-            seed=c.seed,
-            beta=c.beta,
-            forget_weight=c.forget_weight,
-            alpha=c.alpha,
-            retain_loss=c.retain_loss,
         )
-        return MethodOutput(model=model, details=info, tokens_processed=info["tokens"])

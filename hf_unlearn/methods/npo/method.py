@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
 from hf_unlearn.data import collator_for, encode_examples
 from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
-from hf_unlearn.methods.grad_diff.method import retain_term
 from hf_unlearn.registry import Paper
 from hf_unlearn.training.engine import precompute_sequence_nll, prepare_model, run_unlearning
 from hf_unlearn.training.losses import sequence_nll
@@ -70,7 +69,7 @@ class NPOTrainer(UnlearnTrainer):
         loss = -(2.0 / self.beta) * F.logsigmoid(-self.beta * log_ratio).mean()
         loss = self.gamma * loss
         if self.retain_loss != "none" and retain is not None:
-            loss = loss + self.alpha * retain_term(self, model, retain, self.retain_loss)
+            loss = loss + self.alpha * self.retain_term(model, retain, self.retain_loss)
         return loss
 
 

@@ -63,7 +63,7 @@ class PartialTrainer(UnlearnTrainer):
     def unlearning_loss(self, model, forget, retain):
         loss = self.forget_sign * self.gamma * self.nll(model, forget)[0]
         if retain is not None and self.alpha > 0:
-            loss = loss + self.alpha * self.nll(model, retain)[0]
+            loss = loss + self.alpha * self.retain_term(model, retain)
         return loss
 
 

@@ -151,16 +151,19 @@ class PartialAmnesiac(UnlearningMethod):
                 model,
                 tokenizer,
                 retain,
-                max_steps=c.retain_finetune_steps,
-                learning_rate=c.learning_rate,
-                batch_size=c.batch_size,
-                max_length=c.max_length,
-                template=c.template,
-                seed=c.seed,
-                weight_decay=c.weight_decay,
-                gradient_accumulation_steps=c.gradient_accumulation_steps,
-                disable_tqdm=c.disable_tqdm,
-                bf16=c.bf16,
+                **{
+                    **c.extra_training_arguments(),  # any further TrainingArguments field of the config
+                    "max_steps": c.retain_finetune_steps,
+                    "learning_rate": c.learning_rate,
+                    "batch_size": c.batch_size,
+                    "max_length": c.max_length,
+                    "template": c.template,
+                    "seed": c.seed,
+                    "weight_decay": c.weight_decay,
+                    "gradient_accumulation_steps": c.gradient_accumulation_steps,
+                    "disable_tqdm": c.disable_tqdm,
+                    "bf16": c.bf16,
+                },
             )
             model = ft.model
             tokens = ft.tokens

@@ -26,7 +26,13 @@ class RUMConfig(UnlearnConfig):
     """Options of ``rum``; the UnlearnConfig recipe fields are the base recipe every group scales or overrides."""
 
     learning_rate: float = field(default=1e-3, metadata={"help": "Base learning rate (scaled per group)."})
-    num_epochs: float = field(default=4, metadata={"help": "Base epochs over each group (scaled per group)."})
+    num_train_epochs: float = field(
+        default=4,
+        metadata={
+            "help": "Base epochs over each group (scaled per group; alias num_epochs).",
+            "aliases": ["--num_epochs"],
+        },
+    )
     calibrate: bool = field(
         default=False,
         metadata={

@@ -54,7 +54,7 @@ class NegGradPlusTrainer(UnlearnTrainer):
         if self.driven_by == "retain":
             forget, retain = retain, forget
         forget_nll, _ = self.nll(model, forget)
-        retain_nll, _ = self.nll(model, retain)
+        retain_nll = self.retain_term(model, retain)
         return self.alpha * retain_nll - (1.0 - self.alpha) * forget_nll
 
 
@@ -309,7 +309,7 @@ class RUM(UnlearningMethod):
             "batch_size": c.batch_size,
             "gradient_accumulation_steps": c.gradient_accumulation_steps,
             "weight_decay": c.weight_decay,
-            "warmup_ratio": c.warmup_ratio,
+            "warmup_steps": c.warmup_steps,
             "max_grad_norm": c.max_grad_norm,
             "max_length": c.max_length,
             "template": c.template,
@@ -319,6 +319,7 @@ class RUM(UnlearningMethod):
             "disable_tqdm": c.disable_tqdm,
             "lora": None,  # the adapter (if any) is already attached by RUM
             **{k_: getattr(c, k_) for k_ in CALIBRATION_FIELDS},  # each group calibrates (holdout= of unlearn())
+            **c.extra_training_arguments(),  # any further TrainingArguments field (gradient_checkpointing, optim...)
         }
         if method == NEGGRAD_PLUS:
             base["alpha"] = c.per_group("alphas", g, k)
@@ -332,7 +333,7 @@ class RUM(UnlearningMethod):
         settings = self._group_config(g, k, method)
         if method == NEGGRAD_PLUS:
             alpha = settings.pop("alpha")
-            cfg = RUMConfig.from_dict({k_: v for k_, v in settings.items() if k_ in RUMConfig.field_names()})
+            cfg = RUMConfig.from_dict({k_: v for k_, v in settings.items() if k_ in RUMConfig.option_names()})
             driven_by = self.config.epoch_over
             # epoch_over="retain" (official loop): R drives the epoch and F is cycled alongside. PairedDataset pairs
             # every item of its first argument with a cycled partner from its second, so R goes first here and the

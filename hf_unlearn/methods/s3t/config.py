@@ -16,7 +16,8 @@ CACHE_DTYPES = ("float32", "float16", "bfloat16")
 
 @dataclass
 class S3TConfig(UnlearnConfig):
-    """Options of S3T training (arXiv 2406.16257). The inherited training fields apply to EVERY stage.
+    """Options of S3T training (arXiv 2406.16257). The inherited training fields (every TrainingArguments field)
+    apply to EVERY stage; each stage's seed is derived from ``seed``.
 
     Example:
         >>> cfg = S3TConfig(n_shards=2, n_slices=3, budget=3, num_epochs=1, learning_rate=1e-3)
@@ -81,11 +82,21 @@ class S3TConfig(UnlearnConfig):
         },
     )
     learning_rate: float = field(default=2e-5, metadata={"help": "Per-stage learning rate (official LLM 2e-5)."})
-    num_epochs: float = field(default=3, metadata={"help": "Epochs per stage (official 3)."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "Per-stage LR schedule (official linear)."})
+    num_train_epochs: float = field(
+        default=3, metadata={"help": "Epochs per stage (official 3; alias num_epochs).", "aliases": ["--num_epochs"]}
+    )
+    lr_scheduler_type: str | None = field(
+        default="linear", metadata={"help": "Per-stage LR schedule (official linear)."}
+    )
     weight_decay: float = field(default=0.001, metadata={"help": "Per-stage AdamW weight decay (official 0.001)."})
     max_grad_norm: float = field(default=0.3, metadata={"help": "Per-stage gradient clipping (official 0.3)."})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "Per-stage linear warm-up fraction (official 0.03)."})
+    warmup_steps: float = field(
+        default=0.03,
+        metadata={
+            "help": "Per-stage linear warm-up, a fraction of the steps when < 1 (official 0.03; alias warmup_ratio).",
+            "aliases": ["--warmup_ratio"],
+        },
+    )
     cache_hidden_states: bool = field(
         default=False,
         metadata={

@@ -35,6 +35,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import dataclasses
 import shutil
 import threading
 import time
@@ -196,7 +197,7 @@ class S3TModel(StageTrainingMixin, ServingMixin, PersistenceMixin, nn.Module):
         if config is None:
             config = S3TConfig(**kwargs)
         elif kwargs:
-            config = S3TConfig(**{**config.__dict__, **kwargs})
+            config = dataclasses.replace(config, **kwargs)
         if shards is not None and not set(shards) <= set(range(config.n_shards)):
             raise ValueError(f"shards must be a subset of range({config.n_shards}), got {shards}")
         n_blocks = len(decoder_layers(base_model))

@@ -395,8 +395,6 @@ class StageTrainingMixin:
         With ``cache`` (uid -> block -> hidden states entering that block), forward/backward start at the stage's
         lowest block. The model lock is held while the model is touched, so the model may serve meanwhile.
         """
-        from hf_unlearn.training.finetune import training_arguments
-
         c = self.config_s3t
         t = len(prefix)
         gen = self.state["generation"]
@@ -422,22 +420,8 @@ class StageTrainingMixin:
             tokenized = tokenize_any(ds.select(rows), self.tokenizer, max_length=c.max_length, template=c.template)
             scratch = c.output_dir or tempfile.mkdtemp(prefix="hf_unlearn_s3t_")
             try:
-                args = training_arguments(
-                    os.path.join(scratch, name),
-                    num_epochs=c.num_epochs,
-                    learning_rate=c.learning_rate,
-                    batch_size=c.batch_size,
-                    seed=seed,
-                    max_steps=c.max_steps,
-                    gradient_accumulation_steps=c.gradient_accumulation_steps,
-                    weight_decay=c.weight_decay,
-                    warmup_ratio=c.warmup_ratio,
-                    lr_scheduler_type=c.lr_scheduler_type,
-                    max_grad_norm=c.max_grad_norm,
-                    logging_steps=c.logging_steps,
-                    disable_tqdm=c.disable_tqdm,
-                    bf16=c.bf16,
-                )
+                # the whole S3TConfig is the stage's TrainingArguments: only the seed is per stage
+                args = c.training_arguments(os.path.join(scratch, name), seed=seed, data_seed=seed)
                 trainer = S3TStageTrainer(
                     model=self.peft_model,
                     args=args,

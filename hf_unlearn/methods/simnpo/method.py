@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
-from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
-from hf_unlearn.methods.grad_diff.method import retain_term
+from hf_unlearn.methods.base import UnlearningMethod
 from hf_unlearn.registry import Paper
-from hf_unlearn.training.engine import ReferenceModel, run_unlearning
+from hf_unlearn.training.engine import ReferenceModel
 from hf_unlearn.training.losses import sequence_nll
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
 
@@ -86,7 +85,7 @@ class SimNPOTrainer(UnlearnTrainer):
         logits = model(**model_inputs(forget)).logits
         loss = self.forget_weight * simnpo_loss(logits, forget["labels"], self.beta, self.gamma)
         if self.retain_loss != "none" and retain is not None:
-            loss = loss + self.alpha * retain_term(self, model, retain, self.retain_loss)
+            loss = loss + self.alpha * self.retain_term(model, retain, self.retain_loss)
         return loss
 
 
@@ -112,20 +111,5 @@ class SimNPO(UnlearningMethod):
         "(arXiv 2410.07163)"
     )
 
-    def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:
-        c = self.config
-        model, info = run_unlearning(
-            SimNPOTrainer,
-            model,
-            tokenizer,
-            forget,
-            retain,
-            c,
-            use_retain=c.retain_loss != "none",
-            beta=c.beta,
-            gamma=c.gamma,
-            forget_weight=c.forget_weight,
-            alpha=c.alpha,
-            retain_loss=c.retain_loss,
-        )
-        return MethodOutput(model=model, details=info, tokens_processed=info["tokens"])
+    trainer_cls = SimNPOTrainer
+    trainer_arguments = ("beta", "gamma", "forget_weight", "alpha", "retain_loss")

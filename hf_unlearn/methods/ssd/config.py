@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from hf_unlearn.config import UnlearnConfig, check_choice, check_range
+from hf_unlearn.config import MethodConfig, check_choice, check_range
 
 TARGETS = ("full", "adapter")
 IMPORTANCE_MODES = ("batch_sq", "per_sample_sq")
@@ -36,11 +36,11 @@ def _check_patterns(name: str, patterns: object) -> tuple[str, ...]:
 
 
 @dataclass
-class SSDConfig(UnlearnConfig):
+class SSDConfig(MethodConfig):
     """Selective Synaptic Dampening (Foster et al., AAAI 2024): retrain-free, two importance maps and a mask.
 
-    The training fields of :class:`~hf_unlearn.config.UnlearnConfig` (learning rate, epochs...) are unused;
-    ``batch_size``, ``max_length`` and ``template`` define the importance batches.
+    SSD trains nothing, so its config is a :class:`~hf_unlearn.config.MethodConfig` (no learning rate, epochs or
+    other TrainingArguments fields); ``batch_size``, ``max_length`` and ``template`` define the importance batches.
 
     Example:
         >>> SSDConfig(alpha=5, lambda_=0.5).alpha
@@ -156,10 +156,10 @@ class SSDConfig(UnlearnConfig):
     per_sample_chunk: int = field(
         default=8, metadata={"help": "Examples per vmap chunk in importance='per_sample_sq' (memory bound)."}
     )
-    num_epochs: float = field(default=1, metadata={"help": "Unused by SSD (no training)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_range("batch_size", self.batch_size, 1)
         _check_positive_finite("alpha", self.alpha)
         _check_positive_finite("lambda_", self.lambda_)
         check_choice("target", self.target, TARGETS)

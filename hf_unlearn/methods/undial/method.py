@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
-from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
-from hf_unlearn.methods.grad_diff.method import retain_term
+from hf_unlearn.methods.base import UnlearningMethod
 from hf_unlearn.registry import Paper
-from hf_unlearn.training.engine import ReferenceModel, run_unlearning
+from hf_unlearn.training.engine import ReferenceModel
 from hf_unlearn.training.losses import token_distributions
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
 
@@ -85,7 +84,7 @@ class UNDIALTrainer(UnlearnTrainer):
         logits = model(**model_inputs(forget)).logits
         loss = self.forget_weight * undial_loss(logits, ref_logits, forget["labels"], self.gamma)
         if self.retain_loss != "none" and retain is not None:
-            loss = loss + self.alpha * retain_term(self, model, retain, self.retain_loss)
+            loss = loss + self.alpha * self.retain_term(model, retain, self.retain_loss)
         return loss
 
 
@@ -109,19 +108,5 @@ class UNDIAL(UnlearningMethod):
         "Dong et al., UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in LLMs (arXiv 2402.10052)"
     )
 
-    def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:
-        c = self.config
-        model, info = run_unlearning(
-            UNDIALTrainer,
-            model,
-            tokenizer,
-            forget,
-            retain,
-            c,
-            use_retain=c.retain_loss != "none",
-            gamma=c.gamma,
-            forget_weight=c.forget_weight,
-            alpha=c.alpha,
-            retain_loss=c.retain_loss,
-        )
-        return MethodOutput(model=model, details=info, tokens_processed=info["tokens"])
+    trainer_cls = UNDIALTrainer
+    trainer_arguments = ("gamma", "forget_weight", "alpha", "retain_loss")

@@ -18,10 +18,9 @@ from typing import Any
 import torch
 
 from hf_unlearn.config import UnlearnConfig, check_choice, check_range
-from hf_unlearn.methods.base import MethodOutput, UnlearningMethod
-from hf_unlearn.methods.grad_diff.method import retain_term
+from hf_unlearn.methods.base import UnlearningMethod
 from hf_unlearn.registry import Paper
-from hf_unlearn.training.engine import ReferenceModel, run_unlearning
+from hf_unlearn.training.engine import ReferenceModel
 from hf_unlearn.training.losses import token_logprobs
 from hf_unlearn.training.trainer import UnlearnTrainer, model_inputs
 
@@ -73,7 +72,7 @@ class WGATrainer(UnlearnTrainer):
         logits = model(**model_inputs(forget)).logits
         loss = self.forget_weight * wga_loss(logits, forget["labels"], self.beta)
         if self.retain_loss != "none" and retain is not None:
-            loss = loss + self.alpha * retain_term(self, model, retain, self.retain_loss)
+            loss = loss + self.alpha * self.retain_term(model, retain, self.retain_loss)
         return loss
 
 
@@ -99,19 +98,5 @@ class WGA(UnlearningMethod):
         "Wang et al., Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond (arXiv 2502.19301)"
     )
 
-    def unlearn(self, model: Any, tokenizer: Any, forget, retain=None, **kwargs: Any) -> MethodOutput:
-        c = self.config
-        model, info = run_unlearning(
-            WGATrainer,
-            model,
-            tokenizer,
-            forget,
-            retain,
-            c,
-            use_retain=c.retain_loss != "none",
-            beta=c.beta,
-            forget_weight=c.forget_weight,
-            alpha=c.alpha,
-            retain_loss=c.retain_loss,
-        )
-        return MethodOutput(model=model, details=info, tokens_processed=info["tokens"])
+    trainer_cls = WGATrainer
+    trainer_arguments = ("beta", "forget_weight", "alpha", "retain_loss")
