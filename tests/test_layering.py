@@ -257,3 +257,19 @@ def test_split_naming_has_one_implementation():
 
     assert paired_splits is settings.paired_splits is fictitious_authors.paired_splits
     assert "def paired_splits" not in inspect.getsource(settings)
+
+
+def test_retrained_rows_serves_each_declaring_method_after_its_retraining():
+    """``Setting.retrained_rows`` adds "<method>-retrained" for a method whose class declares ``retrained_row``
+    (S3T), after the method's own row; the default setting adds none."""
+    import math
+    from dataclasses import replace
+
+    from hf_unlearn.protocol import SETTINGS, run_protocol
+
+    assert SETTINGS["test"].retrained_rows is False and SETTINGS["demo"].retrained_rows is True
+    report = run_protocol(replace(SETTINGS["test"], retrained_rows=True), methods=["s3t"], progress=False)
+    rows = report["rows"]
+    assert list(rows)[-2:] == ["s3t", "s3t-retrained"]
+    assert math.isfinite(rows["s3t-retrained"]["forget_nll"]) and "error" not in rows["s3t-retrained"]
+    assert rows["s3t-retrained"]["forget_nll"] != rows["s3t"]["forget_nll"]  # retrain() changed what serves

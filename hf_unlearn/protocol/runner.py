@@ -236,7 +236,7 @@ def run_protocol(
                     res = retrained_row(base, results[base], ctx)
                 else:
                     res = run_uncalibrated(runners[base], ctx, base, calibrate=m == base + CAL)
-                if m == base and s.s3t_retrained_row and _spec(base).method_cls.retrained_row:
+                if m == base and s.retrained_rows and _spec(base).method_cls.retrained_row:
                     queue.insert(queue.index((m, base)) + 1, (m + RETRAINED, base))
             except Exception as err:  # one failing method is a row of the report, not the end of a long run
                 logger.error("%s failed on %s: %s: %s", m, split, type(err).__name__, err)

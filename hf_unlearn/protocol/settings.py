@@ -45,8 +45,9 @@ class Setting:
     # or a GPU); weights stay fp32, and the retrain-free methods (SSD, embedding_ga, partial_amnesiac) run fp32.
     bf16: bool = False
     eval_batch_size: int = 32
-    # Also serve S3T after retrain(): row "s3t-retrained" (the deletion's cut stages rebuilt on the survivors, exact).
-    s3t_retrained_row: bool = False
+    # Also serve, after its own retraining, every method whose class declares ``retrained_row`` (S3T: ``retrain()``
+    # rebuilds the deletion's cut stages on the survivors, exact): row "<method>-retrained".
+    retrained_rows: bool = False
 
     @property
     def retain_split(self) -> str:
@@ -84,7 +85,7 @@ SETTINGS: dict[str, Setting] = {
         ft_epochs=20,
         ft_lr=5e-3,
         pretrain_epochs=15,
-        s3t_retrained_row=True,
+        retrained_rows=True,
         method_overrides={
             # S3T on the tiny pretrained base (docs/methods/s3t.md, "Recipe on the tiny base"; measured by
             # benchmarks/s3t_demo_recipe.py): the world-fact / real-author QA spread over the slices by uid (they name
