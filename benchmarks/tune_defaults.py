@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _f(x: Any, nd: int = 3) -> str:
-    return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+    from summary import _f as fmt  # the benchmarks' one number formatter (benchmarks/summary.py)
+
+    return fmt(x, nd)
 
 
 def markdown(r: dict[str, Any]) -> str:
